@@ -1,0 +1,1 @@
+"""The HTTP tier: accepts uploads, enqueues jobs, reports their state; never imports an engine."""

@@ -1,0 +1,191 @@
+"""Streams a multipart upload to the uploads folder, enforcing the size limit on the way."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from python_multipart.exceptions import MultipartParseError
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+
+ALLOWED_EXTENSIONS: frozenset[str] = frozenset(
+    {"mp3", "wav", "m4a", "flac", "ogg", "oga", "opus", "webm", "mp4", "aac", "mka"}
+)
+"""File extensions accepted at upload; the content is checked separately (see api.probe)."""
+
+FILE_FIELD = "file"
+MAX_FIELD_BYTES = 64 * 1024
+MAX_FIELDS = 32
+WRITE_CHUNK_BYTES = 1024 * 1024
+MULTIPART_OVERHEAD_BYTES = 1024 * 1024
+
+
+class UploadError(Exception):
+    """The upload cannot be accepted; carries the HTTP status and a message for the client."""
+
+    def __init__(self, status_code: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status_code = status_code
+        self.detail = detail
+
+
+@dataclass
+class ReceivedForm:
+    """The text fields of the form and, when one came, the saved file."""
+
+    fields: dict[str, str] = field(default_factory=dict)
+    file_path: Path | None = None
+    file_size: int = 0
+    extension: str | None = None
+
+    def discard(self) -> None:
+        """Remove the saved file, if any."""
+        if self.file_path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.file_path.unlink()
+            self.file_path = None
+
+
+def extension_of(filename: str) -> str:
+    """The lower-cased extension of a client-supplied name, validated against the allow-list."""
+    name = filename.replace("\\", "/").rsplit("/", 1)[-1]
+    _, dot, ext = name.rpartition(".")
+    ext = ext.lower()
+    if not dot or ext not in ALLOWED_EXTENSIONS:
+        allowed = ", ".join(sorted(ALLOWED_EXTENSIONS))
+        raise UploadError(400, f"unsupported file format {ext or '(none)'!r}; allowed: {allowed}")
+    return ext
+
+
+def _sync_and_close(handle: int) -> None:
+    os.fsync(handle)
+    os.close(handle)
+
+
+class _PartState:
+    """What the streaming parser has seen of the current part."""
+
+    def __init__(self) -> None:
+        self.header_field = b""
+        self.header_value = b""
+        self.headers: dict[bytes, bytes] = {}
+        self.name = ""
+        self.filename: str | None = None
+        self.data = bytearray()
+
+
+async def receive_form(request: Request, upload_dir: Path, max_file_size: int) -> ReceivedForm:
+    """Parse a multipart/form-data body, writing the `file` part to a temporary file in upload_dir.
+
+    Raises UploadError: 415 for a body that is not multipart, 413 as soon as the file passes
+    `max_file_size` bytes, 400 for a disallowed extension or a malformed body. On any error no
+    partial file is left behind. The file keeps a temporary name; the caller renames it.
+    """
+    content_type, params = parse_options_header(request.headers.get("content-type", ""))
+    boundary = params.get(b"boundary")
+    if content_type != b"multipart/form-data" or not boundary:
+        raise UploadError(415, "the body must be multipart/form-data with a `file` part")
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_file_size + MULTIPART_OVERHEAD_BYTES:
+        raise UploadError(413, f"file too large: the limit is {max_file_size} bytes")
+
+    form = ReceivedForm()
+    part = _PartState()
+    events: list[tuple[str, _PartState]] = []
+    file_part: _PartState | None = None
+    handle: int | None = None
+    pending = bytearray()
+
+    def on_part_begin() -> None:
+        nonlocal part
+        part = _PartState()
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        part.header_field += data[start:end]
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        part.header_value += data[start:end]
+
+    def on_header_end() -> None:
+        part.headers[part.header_field.lower()] = part.header_value
+        part.header_field = b""
+        part.header_value = b""
+
+    def on_headers_finished() -> None:
+        _, disposition = parse_options_header(part.headers.get(b"content-disposition", b""))
+        part.name = disposition.get(b"name", b"").decode("utf-8", "replace")
+        raw_filename = disposition.get(b"filename")
+        part.filename = None if raw_filename is None else raw_filename.decode("utf-8", "replace")
+        events.append(("headers", part))
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        part.data += data[start:end]
+
+    def on_part_end() -> None:
+        events.append(("end", part))
+
+    parser = MultipartParser(
+        boundary,
+        {
+            "on_part_begin": on_part_begin,
+            "on_header_field": on_header_field,
+            "on_header_value": on_header_value,
+            "on_header_end": on_header_end,
+            "on_headers_finished": on_headers_finished,
+            "on_part_data": on_part_data,
+            "on_part_end": on_part_end,
+        },
+    )
+
+    async def flush() -> None:
+        if handle is not None and pending:
+            await run_in_threadpool(os.write, handle, bytes(pending))
+            pending.clear()
+
+    try:
+        async for chunk in request.stream():
+            parser.write(chunk)
+            for kind, seen in events:
+                if kind == "headers" and seen.name == FILE_FIELD and seen.filename is not None:
+                    if file_part is not None:
+                        raise UploadError(400, "only one `file` part is allowed")
+                    form.extension = extension_of(seen.filename)
+                    form.file_path = upload_dir / f".incoming-{secrets.token_hex(16)}"
+                    handle = os.open(form.file_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+                    file_part = seen
+                elif kind == "end" and seen.filename is None:
+                    if len(form.fields) >= MAX_FIELDS:
+                        raise UploadError(400, "too many form fields")
+                    form.fields[seen.name] = seen.data.decode("utf-8", "replace")
+            events.clear()
+            if file_part is not None and file_part.data:
+                form.file_size += len(file_part.data)
+                if form.file_size > max_file_size:
+                    raise UploadError(413, f"file too large: the limit is {max_file_size} bytes")
+                pending += file_part.data
+                file_part.data.clear()
+                if len(pending) >= WRITE_CHUNK_BYTES:
+                    await flush()
+            if part is not file_part and len(part.data) > MAX_FIELD_BYTES:
+                raise UploadError(400, f"form field {part.name!r} is too long")
+        parser.finalize()
+        await flush()
+        if handle is not None:
+            await run_in_threadpool(_sync_and_close, handle)
+            handle = None
+    except BaseException as error:
+        if handle is not None:
+            os.close(handle)
+        form.discard()
+        if isinstance(error, MultipartParseError):
+            raise UploadError(400, f"malformed multipart body: {error}") from error
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise UploadError(507, "the server has no space left for this upload") from error
+        raise
+    return form

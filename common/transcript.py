@@ -1,0 +1,52 @@
+"""The one transcript model every engine produces and every output format renders."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class Word(BaseModel):
+    """One word with its timing, seconds from the start of the audio."""
+
+    word: str
+    start: float = Field(ge=0)
+    end: float = Field(ge=0)
+    probability: float | None = Field(default=None, ge=0, le=1)
+
+
+class Segment(BaseModel):
+    """A stretch of speech: its text, timing and (when the engine gives them) its words."""
+
+    id: int = Field(ge=0)
+    start: float = Field(ge=0)
+    end: float = Field(ge=0)
+    text: str
+    words: list[Word] = Field(default_factory=list)
+
+
+class Timings(BaseModel):
+    """Where a job's time went, seconds."""
+
+    queue_wait_s: float | None = None
+    model_load_s: float = 0.0
+    decode_s: float = 0.0
+    transcribe_s: float = 0.0
+    align_s: float = 0.0
+    total_s: float = 0.0
+
+
+class Transcript(BaseModel):
+    """A finished transcription."""
+
+    engine: str
+    model: str
+    language: str
+    language_probability: float | None = Field(default=None, ge=0, le=1)
+    duration: float = Field(ge=0, description="Length of the decoded audio, seconds.")
+    text: str
+    segments: list[Segment]
+    timings: Timings = Field(default_factory=Timings)
+    notes: list[str] = Field(
+        default_factory=list,
+        description="Why something is missing, e.g. no word timings when no aligner was loaded.",
+    )

@@ -1,0 +1,141 @@
+"""Typed settings for the API and the worker, read from the environment."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; each field is one environment variable of the same name."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
+
+    # --- Redis -------------------------------------------------------------------------------
+    redis_url: str | None = Field(
+        default=None, description="Full Redis URL; wins over REDIS_HOST/PORT/PASSWORD/DB when set."
+    )
+    redis_host: str = Field(default="localhost", description="Redis host name.")
+    redis_port: int = Field(default=6379, description="Redis TCP port.")
+    redis_password: str | None = Field(default=None, description="Redis password (AUTH).")
+    redis_db: int = Field(default=0, description="Redis database number.")
+    redis_timeout_s: float = Field(
+        default=5.0, gt=0, description="Socket connect/read timeout for Redis calls, seconds."
+    )
+    queue_name: str = Field(default="transcribe", description="RQ queue the API feeds.")
+
+    # --- Uploads -----------------------------------------------------------------------------
+    upload_dir: Path = Field(
+        default=Path("/tmp/uploads"),
+        description="Shared folder for uploaded audio; the same path in the API and workers.",
+    )
+    max_file_size: int = Field(
+        default=500 * MIB, gt=0, description="Largest accepted upload, bytes."
+    )
+    max_audio_duration_s: float = Field(
+        default=4 * 3600.0, gt=0, description="Longest accepted audio, seconds."
+    )
+    ffprobe_timeout_s: float = Field(
+        default=30.0, gt=0, description="Time allowed to probe one upload, seconds."
+    )
+
+    # --- Jobs --------------------------------------------------------------------------------
+    job_timeout_min_s: int = Field(
+        default=300, gt=0, description="Floor of a job's timeout (model load included), seconds."
+    )
+    job_timeout_max_s: int = Field(
+        default=6 * 3600, gt=0, description="Ceiling of a job's timeout, seconds."
+    )
+    job_timeout_per_audio_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="Processing seconds allowed per second of audio, added to the floor.",
+    )
+    result_ttl_s: int = Field(
+        default=7 * 24 * 3600, gt=0, description="How long finished jobs and results are kept."
+    )
+    failure_ttl_s: int = Field(
+        default=7 * 24 * 3600, gt=0, description="How long failed jobs are kept."
+    )
+
+    job_retries: int = Field(
+        default=2,
+        ge=0,
+        description="Extra attempts after a worker dies mid-job or a transient error.",
+    )
+    shutdown_grace_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="On SIGTERM, time a worker gives its job before requeueing it.",
+    )
+    heartbeat_interval_s: int = Field(
+        default=5, gt=0, description="How often a busy worker proves it is alive, seconds."
+    )
+    heartbeat_ttl_s: int = Field(
+        default=30,
+        gt=0,
+        description="A job whose worker has not proved alive for this long is abandoned.",
+    )
+    maintenance_interval_s: float = Field(
+        default=5.0, gt=0, description="How often workers look for abandoned jobs, seconds."
+    )
+    redis_retry_after_s: int = Field(
+        default=5, gt=0, description="Retry-After sent with 503 answers while Redis is down."
+    )
+
+    # --- Models and engines ------------------------------------------------------------------
+    default_model: str = Field(
+        default="tiny.en", description="Model used when a request names none."
+    )
+    allowed_models: str = Field(
+        default="",
+        description="Comma-separated model names clients may ask for; empty allows all known.",
+    )
+    model_cache_dir: Path = Field(
+        default=Path.home() / ".cache" / "transcribe-service",
+        description="Where named models are downloaded and converted models cached.",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="Inference device; auto picks cuda when available."
+    )
+    compute_type: str = Field(
+        default="auto",
+        description="CTranslate2 compute type; auto is float16 on cuda, int8 on cpu.",
+    )
+    batch_size: int = Field(default=8, gt=0, description="whisperx batch size.")
+    cpu_threads: int = Field(
+        default=0, ge=0, description="Threads per worker for CPU inference; 0 uses all cores."
+    )
+    max_loaded_models: int = Field(
+        default=2,
+        gt=0,
+        description="Models a worker keeps warm at once; the least recently used goes.",
+    )
+    whisperx_align: bool = Field(
+        default=True, description="Word alignment with a wav2vec2 model when one can be loaded."
+    )
+
+    # --- Logging -----------------------------------------------------------------------------
+    log_level: str = Field(default="INFO", description="Python logging level.")
+
+    @field_validator("upload_dir", "model_cache_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @property
+    def allowed_model_names(self) -> frozenset[str]:
+        """The configured allow-list, empty meaning every known model."""
+        return frozenset(name.strip() for name in self.allowed_models.split(",") if name.strip())
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process's settings, read once from the environment."""
+    return Settings()
