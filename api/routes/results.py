@@ -25,9 +25,7 @@ router = APIRouter(tags=["jobs"])
         409: {"model": ErrorBody, "description": "The job has not finished (or failed)."},
     },
 )
-def get_result(
-    job_id: str, queue: QueueDep, format: OutputFormat = OutputFormat.JSON
-) -> Response:
+def get_result(job_id: str, queue: QueueDep, format: OutputFormat = OutputFormat.JSON) -> Response:
     """Render the stored transcript; 409 while the job is queued or running, or if it failed."""
     job = fetch_job(queue, job_id)
     if job is None:

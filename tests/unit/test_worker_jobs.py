@@ -1,0 +1,169 @@
+"""Queue logic of the worker on fakeredis with the fake engine: results, errors, retries."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import fakeredis
+import pytest
+from rq import Queue
+from rq.job import JobStatus as RQStatus
+
+from api.jobs import describe_job, enqueue_transcription
+from config import Settings
+from worker.engines.fake import FAILING_MODEL, FakeEngine
+from worker.rq_worker import TranscriptionWorker, run_maintenance
+from worker.runtime import Runtime, install_runtime
+
+FAKE_ENGINES = {
+    "whisperx": "worker.engines.fake:FakeEngine",
+    "timestamped": "worker.engines.fake:FakeEngine",
+}
+
+
+@pytest.fixture
+def worker_settings(settings: Settings) -> Settings:
+    """Settings for an in-process worker on the CPU."""
+    settings.device = "cpu"
+    settings.job_retries = 1
+    return settings
+
+
+@pytest.fixture
+def runtime(worker_settings: Settings) -> Runtime:
+    """A runtime whose registry holds only the fake engine."""
+    FakeEngine.loads = 0
+    runtime = Runtime.from_settings(worker_settings, engines=FAKE_ENGINES)
+    install_runtime(runtime)
+    return runtime
+
+
+def submit(queue: Queue, settings: Settings, audio: Path, model: str = "tiny.en") -> str:
+    settings.upload_dir.mkdir(parents=True, exist_ok=True)
+    job_id = f"{time.time_ns():032x}"[-12:]
+    job_id = f"00000000-0000-4000-8000-{job_id}"
+    target = settings.upload_dir / f"{job_id}{audio.suffix}"
+    shutil.copy(audio, target)
+    enqueue_transcription(
+        queue,
+        settings,
+        job_id=job_id,
+        audio_path=str(target),
+        engine="whisperx",
+        model=model,
+        language=None,
+        duration_s=1.0,
+    )
+    return job_id
+
+
+def work(queue: Queue, redis: fakeredis.FakeRedis, settings: Settings) -> None:
+    worker = TranscriptionWorker(
+        [queue], connection=redis, serializer=queue.serializer, settings=settings
+    )
+    worker.work(burst=True)
+
+
+@pytest.mark.usefixtures("runtime")
+def test_job_finishes_with_transcript_and_upload_removed(
+    queue: Queue,
+    redis: fakeredis.FakeRedis,
+    worker_settings: Settings,
+    tone_wav: Path,
+) -> None:
+    job_id = submit(queue, worker_settings, tone_wav)
+    work(queue, redis, worker_settings)
+    job = queue.fetch_job(job_id)
+    assert job is not None
+    status = describe_job(job)
+    assert status.status == "finished"
+    assert status.result is not None
+    assert status.result.duration == pytest.approx(1.0, abs=0.01)
+    assert status.result.text == "w0"
+    assert status.result.timings.queue_wait_s is not None
+    assert status.progress is not None
+    assert status.progress.stage == "done"
+    assert list(worker_settings.upload_dir.iterdir()) == []
+
+
+def test_two_jobs_load_the_model_once(
+    queue: Queue,
+    redis: fakeredis.FakeRedis,
+    worker_settings: Settings,
+    runtime: Runtime,
+    tone_wav: Path,
+) -> None:
+    first = submit(queue, worker_settings, tone_wav)
+    second = submit(queue, worker_settings, tone_wav)
+    work(queue, redis, worker_settings)
+    assert FakeEngine.loads == 1
+    assert runtime.cache.loads == 1
+    results = [describe_job(queue.fetch_job(job_id)).result for job_id in (first, second)]  # type: ignore[arg-type]
+    assert all(result is not None for result in results)
+    assert results[1] is not None
+    assert results[1].timings.model_load_s == 0.0
+
+
+@pytest.mark.usefixtures("runtime")
+def test_model_that_cannot_load_fails_without_retry(
+    queue: Queue,
+    redis: fakeredis.FakeRedis,
+    worker_settings: Settings,
+    tone_wav: Path,
+) -> None:
+    job_id = submit(queue, worker_settings, tone_wav, model=FAILING_MODEL)
+    work(queue, redis, worker_settings)
+    job = queue.fetch_job(job_id)
+    assert job is not None
+    status = describe_job(job)
+    assert status.status == "failed"
+    assert status.error == f"fake engine cannot load model {FAILING_MODEL!r}"
+    assert "Traceback" not in status.error
+    assert job.retries_left == 0
+    assert list(worker_settings.upload_dir.iterdir()) == []
+
+
+@pytest.mark.usefixtures("runtime")
+def test_undecodable_audio_fails_with_a_readable_error(
+    queue: Queue,
+    redis: fakeredis.FakeRedis,
+    worker_settings: Settings,
+    tmp_path: Path,
+) -> None:
+    garbage = tmp_path / "garbage.wav"
+    garbage.write_bytes(b"\x13" * 4096)
+    job_id = submit(queue, worker_settings, garbage)
+    work(queue, redis, worker_settings)
+    status = describe_job(queue.fetch_job(job_id))  # type: ignore[arg-type]
+    assert status.status == "failed"
+    assert status.error is not None
+    assert status.error.startswith("the audio could not be decoded")
+
+
+@pytest.mark.usefixtures("runtime")
+def test_abandoned_job_is_retried_then_failed(
+    queue: Queue,
+    redis: fakeredis.FakeRedis,
+    worker_settings: Settings,
+    tone_wav: Path,
+) -> None:
+    job_id = submit(queue, worker_settings, tone_wav)
+    for attempt in range(worker_settings.job_retries + 1):
+        # A worker takes the job, registers it as started, and dies without a word.
+        doomed = TranscriptionWorker(
+            [queue], connection=redis, serializer=queue.serializer, settings=worker_settings
+        )
+        dequeued = queue.dequeue_any([queue], None, connection=redis, serializer=queue.serializer)
+        assert dequeued is not None, f"attempt {attempt}: the job was not requeued"
+        doomed.prepare_execution(dequeued[0])
+        doomed.prepare_job_execution(dequeued[0])
+        run_maintenance(queue)
+        assert queue.fetch_job(job_id).get_status() == RQStatus.STARTED  # type: ignore[union-attr]
+        run_maintenance(queue, now=time.time() + worker_settings.heartbeat_ttl_s + 1)
+    job = queue.fetch_job(job_id)
+    assert job is not None
+    assert job.get_status() == RQStatus.FAILED
+    assert "stopped" in (describe_job(job).error or "")
+    assert list(worker_settings.upload_dir.iterdir()) == []

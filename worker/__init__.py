@@ -1,0 +1,1 @@
+"""The transcription worker: an RQ worker that keeps models warm and runs engine adapters."""

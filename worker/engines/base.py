@@ -1,0 +1,75 @@
+"""The engine port: what every adapter takes and returns."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from common.transcript import Transcript
+
+SAMPLE_RATE = 16_000
+"""Every engine receives mono float32 audio at this rate, seconds = len(audio) / SAMPLE_RATE."""
+
+Audio = npt.NDArray[np.float32]
+
+ProgressCallback = Callable[[str, float | None], None]
+"""Reports (stage, percent 0-100 or None) while a job runs; stages are e.g. `transcribing`."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which model to load and where: the cache key of a loaded engine."""
+
+    engine: str
+    model: str
+    device: str
+    compute_type: str
+
+
+@dataclass(frozen=True)
+class LoadContext:
+    """Where an engine may find or put model files."""
+
+    model_cache_dir: str
+    cpu_threads: int = 0
+    batch_size: int = 8
+    align: bool = True
+
+
+@dataclass(frozen=True)
+class TranscribeOptions:
+    """Per-job options an engine honours where its library supports them."""
+
+    language: str | None = None
+    task: str = "transcribe"
+    vad: bool = True
+    word_timestamps: bool = True
+    initial_prompt: str | None = None
+    hotwords: str | None = None
+    beam_size: int | None = None
+    temperature: float | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+class Engine(Protocol):
+    """A loaded model that turns audio into the project's transcript model."""
+
+    def transcribe(
+        self, audio: Audio, options: TranscribeOptions, progress: ProgressCallback
+    ) -> Transcript:
+        """Transcribe 16 kHz mono audio; the caller fills timings other than the engine's own."""
+        ...
+
+
+class EngineFactory(Protocol):
+    """An engine class: building it loads the model (slow, once per worker and model)."""
+
+    def __call__(self, spec: ModelSpec, context: LoadContext) -> Engine: ...
+
+
+class ModelLoadError(RuntimeError):
+    """The requested model cannot be loaded (not bundled, not cached, not downloadable)."""

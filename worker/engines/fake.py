@@ -1,0 +1,61 @@
+"""A fake engine for tests of queue and API logic: deterministic, instant, no model files.
+
+Never a stand-in for a real engine where a test claims to transcribe.
+"""
+
+from __future__ import annotations
+
+import time
+
+from common.transcript import Segment, Timings, Transcript, Word
+from worker.engines.base import (
+    SAMPLE_RATE,
+    Audio,
+    LoadContext,
+    ModelLoadError,
+    ModelSpec,
+    ProgressCallback,
+    TranscribeOptions,
+)
+
+FAILING_MODEL = "broken"
+"""Asking the fake engine for this model fails the load, as a missing model would."""
+
+
+class FakeEngine:
+    """Says how long the audio was; `extra["sleep_s"]` makes a job take that long."""
+
+    loads = 0
+
+    def __init__(self, spec: ModelSpec, context: LoadContext) -> None:
+        """Count the load; fail for FAILING_MODEL."""
+        del context
+        if spec.model == FAILING_MODEL:
+            raise ModelLoadError(f"fake engine cannot load model {spec.model!r}")
+        FakeEngine.loads += 1
+        self._spec = spec
+
+    def transcribe(
+        self, audio: Audio, options: TranscribeOptions, progress: ProgressCallback
+    ) -> Transcript:
+        """One segment, one word per second of audio."""
+        duration = len(audio) / SAMPLE_RATE
+        sleep_s = float(str(options.extra.get("sleep_s", 0.0)))
+        progress("transcribing", 0.0)
+        if sleep_s:
+            time.sleep(sleep_s)
+        words = [
+            Word(word=f"w{second}", start=float(second), end=min(second + 1.0, duration))
+            for second in range(int(duration))
+        ]
+        text = " ".join(word.word for word in words)
+        progress("transcribing", 100.0)
+        return Transcript(
+            engine=self._spec.engine,
+            model=self._spec.model,
+            language=options.language or "en",
+            duration=duration,
+            text=text,
+            segments=[Segment(id=0, start=0.0, end=duration, text=text, words=words)],
+            timings=Timings(transcribe_s=sleep_s),
+        )

@@ -1,0 +1,62 @@
+"""Shared clean-up when adapters map a library's output into the transcript model."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from common.transcript import Segment, Word
+
+
+@dataclass(frozen=True)
+class RawWord:
+    """A word as a library reports it; times may be missing or out of order."""
+
+    text: str
+    start: float | None
+    end: float | None
+    probability: float | None
+
+
+def _clamp(value: float, low: float, high: float) -> float:
+    return min(max(value, low), high)
+
+
+def build_segment(
+    segment_id: int,
+    start: float,
+    end: float,
+    text: str,
+    words: Iterable[RawWord],
+    duration: float,
+    previous_end: float = 0.0,
+) -> Segment:
+    """A segment whose times lie inside [previous_end, duration] and whose words are monotonic.
+
+    Words without times take the end of the word before them (or the segment's start), so every
+    word keeps its place in the text; probabilities are clipped to [0, 1].
+    """
+    seg_start = _clamp(start, previous_end, duration)
+    seg_end = _clamp(end, seg_start, duration)
+    cleaned: list[Word] = []
+    cursor = seg_start
+    for raw in words:
+        text_of_word = raw.text.strip()
+        if not text_of_word:
+            continue
+        word_start = _clamp(raw.start if raw.start is not None else cursor, cursor, duration)
+        word_end = _clamp(raw.end if raw.end is not None else word_start, word_start, duration)
+        probability = None if raw.probability is None else _clamp(raw.probability, 0.0, 1.0)
+        cleaned.append(
+            Word(word=text_of_word, start=word_start, end=word_end, probability=probability)
+        )
+        cursor = word_start
+    if cleaned:
+        seg_start = min(seg_start, cleaned[0].start)
+        seg_end = max(seg_end, cleaned[-1].end)
+    return Segment(id=segment_id, start=seg_start, end=seg_end, text=text.strip(), words=cleaned)
+
+
+def join_text(segments: Iterable[Segment]) -> str:
+    """The full transcript text: segment texts joined by single spaces."""
+    return " ".join(segment.text for segment in segments if segment.text).strip()

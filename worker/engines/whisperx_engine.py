@@ -1,0 +1,155 @@
+"""The whisperx adapter: batched faster-whisper with pyannote VAD, then wav2vec2 word alignment."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from common.catalog import is_english_only
+from common.transcript import Segment, Timings, Transcript
+from worker.engines.base import (
+    SAMPLE_RATE,
+    Audio,
+    LoadContext,
+    ModelLoadError,
+    ModelSpec,
+    ProgressCallback,
+    TranscribeOptions,
+)
+from worker.engines.mapping import RawWord, build_segment, join_text
+from worker.models import BUNDLED_MODEL, bundled_model_dir
+
+log = logging.getLogger(__name__)
+
+
+class WhisperXEngine:
+    """One whisperx pipeline on one device, plus the alignment models it has loaded so far."""
+
+    def __init__(self, spec: ModelSpec, context: LoadContext) -> None:
+        """Load the model: the bundled directory for tiny.en, else the name via the model cache."""
+        import whisperx
+
+        self._whisperx = whisperx
+        self._spec = spec
+        self._context = context
+        bundled = bundled_model_dir() if spec.model == BUNDLED_MODEL else None
+        source = str(bundled) if bundled is not None else spec.model
+        try:
+            self._pipeline = whisperx.load_model(
+                source,
+                device=spec.device,
+                compute_type=spec.compute_type,
+                language="en" if is_english_only(spec.model) else None,
+                vad_method="pyannote",
+                download_root=str(Path(context.model_cache_dir) / "faster-whisper"),
+                local_files_only=False,
+                threads=context.cpu_threads or 4,
+            )
+        except Exception as error:  # any library failure means the model is unusable
+            raise ModelLoadError(
+                f"whisperx could not load model {spec.model!r}: {type(error).__name__}: {error}"
+            ) from error
+        self._aligners: dict[str, tuple[Any, dict[str, Any]] | str] = {}
+
+    def _aligner(self, language: str) -> tuple[Any, dict[str, Any]] | str:
+        """The alignment model for a language, or why there is none (remembered either way)."""
+        if language not in self._aligners:
+            try:
+                self._aligners[language] = self._whisperx.load_align_model(
+                    language_code=language,
+                    device=self._spec.device,
+                    model_dir=str(Path(self._context.model_cache_dir) / "alignment"),
+                )
+            except Exception as error:  # no aligner: fall back to segment timings
+                log.warning("no alignment model for %r: %s", language, error)
+                self._aligners[language] = f"{type(error).__name__}: {error}"
+        return self._aligners[language]
+
+    def transcribe(
+        self, audio: Audio, options: TranscribeOptions, progress: ProgressCallback
+    ) -> Transcript:
+        """Transcribe with VAD-cut batches, then align words when an aligner is available."""
+        duration = len(audio) / SAMPLE_RATE
+        notes: list[str] = []
+        progress("transcribing", 0.0)
+        started = time.perf_counter()
+        language = "en" if is_english_only(self._spec.model) else options.language
+        raw = self._pipeline.transcribe(
+            audio,
+            batch_size=self._context.batch_size,
+            language=language,
+            task=options.task,
+            progress_callback=lambda percent: progress("transcribing", float(percent)),
+        )
+        transcribe_s = time.perf_counter() - started
+        detected = str(raw.get("language") or language or "en")
+        segments_raw: list[dict[str, Any]] = list(raw.get("segments") or [])
+
+        align_s = 0.0
+        aligned = False
+        if not options.word_timestamps:
+            notes.append("word timings not requested (word_timestamps=false)")
+        elif options.task != "transcribe":
+            notes.append("word timings are not aligned for translations")
+        elif not self._context.align:
+            notes.append("word timings off: WHISPERX_ALIGN is false on this server")
+        elif segments_raw:
+            progress("aligning", 0.0)
+            started = time.perf_counter()
+            aligner = self._aligner(detected)
+            if isinstance(aligner, str):
+                notes.append(
+                    f"word timings unavailable: no alignment model for language {detected!r} "
+                    f"could be loaded ({aligner[:200]}); segment timings only"
+                )
+            else:
+                model, metadata = aligner
+                result = self._whisperx.align(
+                    segments_raw,
+                    model,
+                    metadata,
+                    audio,
+                    self._spec.device,
+                    return_char_alignments=False,
+                    progress_callback=lambda percent: progress("aligning", float(percent)),
+                )
+                segments_raw = list(result.get("segments") or [])
+                aligned = True
+            align_s = time.perf_counter() - started
+
+        segments: list[Segment] = []
+        previous_end = 0.0
+        for index, item in enumerate(segments_raw):
+            words = [
+                RawWord(
+                    text=str(word.get("word", "")),
+                    start=word.get("start"),
+                    end=word.get("end"),
+                    probability=word.get("score"),
+                )
+                for word in (item.get("words") or [] if aligned else [])
+            ]
+            segment = build_segment(
+                index,
+                float(item.get("start", 0.0)),
+                float(item.get("end", 0.0)),
+                str(item.get("text", "")),
+                words,
+                duration,
+                previous_end,
+            )
+            previous_end = segment.start
+            segments.append(segment)
+        progress("done", 100.0)
+        return Transcript(
+            engine="whisperx",
+            model=self._spec.model,
+            language=detected,
+            duration=duration,
+            text=join_text(segments),
+            segments=segments,
+            timings=Timings(transcribe_s=transcribe_s, align_s=align_s),
+            notes=notes,
+        )

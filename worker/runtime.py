@@ -1,0 +1,71 @@
+"""The worker process's long-lived state: settings, resolved device and the warm model cache."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from config import Settings, get_settings
+from worker.cache import ModelCache
+from worker.engines import resolve_engine
+from worker.engines.base import Engine, LoadContext, ModelSpec
+from worker.models import cpu_threads, resolve_compute_type, resolve_device
+
+
+@dataclass
+class Runtime:
+    """What jobs in this process share; built once by `worker.main` (or lazily on first job)."""
+
+    settings: Settings
+    device: str
+    compute_type: str
+    context: LoadContext
+    engines: dict[str, str] | None = None
+    cache: ModelCache = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.cache = ModelCache(self.load, self.settings.max_loaded_models)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, engines: dict[str, str] | None = None) -> Runtime:
+        """Resolve the device once and prepare an empty cache."""
+        device = resolve_device(settings.device)
+        context = LoadContext(
+            model_cache_dir=str(settings.model_cache_dir),
+            cpu_threads=cpu_threads(settings),
+            batch_size=settings.batch_size,
+            align=settings.whisperx_align,
+        )
+        return cls(
+            settings=settings,
+            device=device,
+            compute_type=resolve_compute_type(settings.compute_type, device),
+            context=context,
+            engines=engines,
+        )
+
+    def spec(self, engine: str, model: str) -> ModelSpec:
+        """The cache key of an engine and model on this worker's device."""
+        return ModelSpec(
+            engine=engine, model=model, device=self.device, compute_type=self.compute_type
+        )
+
+    def load(self, spec: ModelSpec) -> Engine:
+        """Build (and so load) the engine for a spec; used by the cache on a miss."""
+        return resolve_engine(spec.engine, self.engines)(spec, self.context)
+
+
+_runtime: Runtime | None = None
+
+
+def install_runtime(runtime: Runtime) -> None:
+    """Make `runtime` the one jobs in this process use."""
+    global _runtime
+    _runtime = runtime
+
+
+def current_runtime() -> Runtime:
+    """The process's runtime, built from the environment if main() did not install one."""
+    global _runtime
+    if _runtime is None:
+        _runtime = Runtime.from_settings(get_settings())
+    return _runtime
