@@ -98,7 +98,7 @@ class Settings(BaseSettings):
         description="Comma-separated model names clients may ask for; empty allows all known.",
     )
     model_cache_dir: Path = Field(
-        default=Path.home() / ".cache" / "transcribe-service",
+        default=Path("~/.cache/transcribe-service"),
         description="Where named models are downloaded and converted models cached.",
     )
     device: Literal["auto", "cpu", "cuda"] = Field(

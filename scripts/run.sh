@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Starts the embedded deployment: redis-server (unless REDIS_URL points elsewhere), WORKERS
-# worker processes and the API under gunicorn; Ctrl-C or SIGTERM stops them all.
+# worker processes and the API under gunicorn. Ctrl-C or SIGTERM stops the API and the workers
+# first (a running job gets SHUTDOWN_GRACE_S, then is requeued), and Redis last.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -14,12 +15,20 @@ export WEB_CONCURRENCY="${WEB_CONCURRENCY:-2}"
 workers="${WORKERS:-1}"
 mkdir -p "$root/var/redis" "$UPLOAD_DIR" "$MODEL_CACHE_DIR"
 
-pids=()
+# Children run in their own sessions, so Ctrl-C reaches only this script, which then stops
+# them in order.
+redis_pid=""
+service_pids=()
 stop() {
   trap - INT TERM EXIT
-  echo "stopping..."
-  [ ${#pids[@]} -gt 0 ] && kill -TERM "${pids[@]}" 2>/dev/null || true
-  wait || true
+  echo "stopping the API and workers..."
+  [ ${#service_pids[@]} -gt 0 ] && kill -TERM "${service_pids[@]}" 2>/dev/null || true
+  for pid in "${service_pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  if [ -n "$redis_pid" ]; then
+    echo "stopping redis-server..."
+    kill -TERM "$redis_pid" 2>/dev/null || true
+    wait "$redis_pid" 2>/dev/null || true
+  fi
 }
 trap stop INT TERM EXIT
 
@@ -27,8 +36,8 @@ if [ -z "${REDIS_URL:-}" ]; then
   redis_args=(--port "$REDIS_PORT" --bind 127.0.0.1 --dir "$root/var/redis"
     --appendonly yes --appendfsync everysec --maxmemory-policy noeviction --save "")
   [ -n "${REDIS_PASSWORD:-}" ] && redis_args+=(--requirepass "$REDIS_PASSWORD")
-  redis-server "${redis_args[@]}" &
-  pids+=($!)
+  setsid redis-server "${redis_args[@]}" &
+  redis_pid=$!
   for _ in $(seq 50); do
     redis-cli -p "$REDIS_PORT" ${REDIS_PASSWORD:+-a "$REDIS_PASSWORD"} ping >/dev/null 2>&1 && break
     sleep 0.1
@@ -36,13 +45,13 @@ if [ -z "${REDIS_URL:-}" ]; then
 fi
 
 for _ in $(seq "$workers"); do
-  "$root/.venv/bin/python" -m worker &
-  pids+=($!)
+  setsid "$root/.venv/bin/python" -m worker &
+  service_pids+=($!)
 done
 
-"$root/.venv/bin/gunicorn" api.main:app -k uvicorn_worker.UvicornWorker \
+setsid "$root/.venv/bin/gunicorn" api.main:app -k uvicorn_worker.UvicornWorker \
   --bind "0.0.0.0:$PORT" --graceful-timeout 30 --access-logfile - &
-pids+=($!)
+service_pids+=($!)
 
 echo "API on http://localhost:$PORT (docs at /docs); $workers worker(s); Ctrl-C stops everything"
-wait -n "${pids[@]}"
+wait -n "${service_pids[@]}" ${redis_pid:+"$redis_pid"}

@@ -38,10 +38,16 @@ from worker.engines.base import ModelLoadError
 
 log = logging.getLogger(__name__)
 
-PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
+EXPLAINED_ERRORS: tuple[type[BaseException], ...] = (
     AudioDecodeError,
     ModelLoadError,
     UnknownEngineError,
+)
+"""Failures whose message is written for the client as it stands."""
+
+PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
+    *EXPLAINED_ERRORS,
+    JobTimeoutException,
     TypeError,
     ValueError,
 )
@@ -57,7 +63,7 @@ def readable_failure(exc_type: type[BaseException], exc_value: BaseException) ->
         return "the worker running this job stopped (crashed, killed or lost) before it finished"
     if issubclass(exc_type, JobTimeoutException):
         return f"the job ran past its time limit: {exc_value}"
-    if issubclass(exc_type, PERMANENT_ERRORS[:3]):
+    if issubclass(exc_type, EXPLAINED_ERRORS):
         return str(exc_value)
     return f"internal error: {exc_type.__name__}: {exc_value}"[:500]
 
@@ -94,6 +100,8 @@ class TranscriptionWorker(SimpleWorker):
     def __init__(self, *args: Any, settings: Settings, **kwargs: Any) -> None:
         kwargs.setdefault("exception_handlers", [record_failure])
         kwargs.setdefault("job_monitoring_interval", settings.heartbeat_interval_s)
+        # A short registration TTL, so /health stops counting a killed worker within ~90 s.
+        kwargs.setdefault("worker_ttl", max(settings.heartbeat_ttl_s, 20))
         super().__init__(*args, **kwargs)
         self._settings = settings
         self._running_job: Job | None = None

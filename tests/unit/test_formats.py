@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TypeAlias
 
 import pytest
-import srt  # type: ignore[import-untyped]  # ships no type information
+import srt  # ships no type information
 import webvtt
 
 from common.formats import OutputFormat, download_filename, media_type, render

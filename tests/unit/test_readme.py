@@ -1,0 +1,20 @@
+"""The README's configuration table names every setting, with its default."""
+
+from __future__ import annotations
+
+from config import Settings
+from tests.audio import REPO_ROOT
+
+
+def test_every_setting_is_documented_with_its_default() -> None:
+    readme = (REPO_ROOT / "README.md").read_text()
+    rows = {
+        line.split("|")[1].strip().strip("`"): line.split("|")[2].strip().strip("`")
+        for line in readme.splitlines()
+        if line.startswith("| `")
+    }
+    for name, field in Settings.model_fields.items():
+        variable = name.upper()
+        assert variable in rows, f"{variable} is missing from the README's configuration table"
+        default = field.get_default(call_default_factory=True)
+        assert rows[variable] == ("" if default is None else str(default)), variable
