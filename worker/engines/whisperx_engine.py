@@ -29,7 +29,7 @@ class WhisperXEngine:
 
     def __init__(self, spec: ModelSpec, context: LoadContext) -> None:
         """Load the model: the bundled directory for tiny.en, else the name via the model cache."""
-        import whisperx
+        import whisperx  # heavy: imported only where whisperx runs
 
         self._whisperx = whisperx
         self._spec = spec

