@@ -6,7 +6,7 @@ UV_VERSION := 0.13.9
 VENV := .venv
 STAMP := $(VENV)/.synced-stamp
 
-.PHONY: help setup system-deps run test lint typecheck unit integration bench clean
+.PHONY: help setup system-deps run test lint typecheck unit integration bench chaos clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ test: setup lint typecheck ## Lint, type-check and run every test
 
 bench: setup ## Measure the service against direct engine calls; writes BENCHMARKS.md
 	$(VENV)/bin/python -m bench
+
+chaos: setup ## 300 jobs while workers, Redis and the API are killed; prints one summary line
+	$(VENV)/bin/python -m tests.chaos
 
 clean: ## Remove the environment and local state
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

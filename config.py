@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, PositiveFloat, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
@@ -44,6 +44,19 @@ class Settings(BaseSettings):
     ffprobe_timeout_s: float = Field(
         default=30.0, gt=0, description="Time allowed to probe one upload, seconds."
     )
+    upload_sweep_interval_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="How often a worker removes uploads that no live job needs, seconds.",
+    )
+    upload_orphan_age_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description=(
+            "An upload no job refers to, or an interrupted one, is removed once untouched this "
+            "long, seconds; an ended job's upload goes at once."
+        ),
+    )
 
     # --- Jobs --------------------------------------------------------------------------------
     job_timeout_min_s: int = Field(
@@ -56,6 +69,13 @@ class Settings(BaseSettings):
         default=1.0,
         gt=0,
         description="Processing seconds allowed per second of audio, added to the floor.",
+    )
+    job_timeout_engine_factors: dict[str, PositiveFloat] = Field(
+        default_factory=lambda: {"whisperx": 1.0, "timestamped": 3.0},
+        description=(
+            "Per engine, a multiplier of JOB_TIMEOUT_PER_AUDIO_S for its expected speed (JSON); "
+            "engines not named use 1."
+        ),
     )
     result_ttl_s: int = Field(
         default=7 * 24 * 3600, gt=0, description="How long finished jobs and results are kept."
@@ -87,6 +107,49 @@ class Settings(BaseSettings):
     )
     redis_retry_after_s: int = Field(
         default=5, gt=0, description="Retry-After sent with 503 answers while Redis is down."
+    )
+    redis_outage_wait_s: float = Field(
+        default=20.0,
+        ge=0,
+        description=(
+            "How long a worker that has finished a job waits for Redis to come back to record "
+            "the result, seconds; keep it below HEARTBEAT_TTL_S."
+        ),
+    )
+
+    # --- URL input, webhooks, cancellation -------------------------------------------------
+    outbound_allowlist: str = Field(
+        default="",
+        description=(
+            "Comma-separated hosts or CIDRs that URL input and webhooks may reach although they "
+            "are loopback, private, link-local or metadata addresses (refused otherwise)."
+        ),
+    )
+    url_download_timeout_s: float = Field(
+        default=60.0, gt=0, description="Time allowed to download one URL input, seconds."
+    )
+    url_max_redirects: int = Field(
+        default=5, ge=0, description="Redirects a URL input may take; each hop is re-checked."
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="HMAC-SHA256 key that signs webhooks; callback_url is refused while unset.",
+    )
+    webhook_timeout_s: float = Field(
+        default=10.0, gt=0, description="Time allowed for one webhook delivery attempt, seconds."
+    )
+    webhook_max_attempts: int = Field(
+        default=5, ge=1, description="Delivery attempts per webhook before it is marked failed."
+    )
+    webhook_retry_base_s: int = Field(
+        default=10,
+        ge=0,
+        description="Wait before a webhook's first retry, seconds; each later one waits 4x longer.",
+    )
+    cancel_wait_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="How long DELETE /jobs/{id} waits for a running job to stop before a 202.",
     )
 
     # --- Models and engines ------------------------------------------------------------------

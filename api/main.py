@@ -13,9 +13,12 @@ from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 from rq import Queue
 from rq.serializers import JSONSerializer
+from starlette.concurrency import run_in_threadpool
 
-from api.routes import health, results, status, transcribe
-from common.redis_conn import connect_redis
+from api import av_probe
+from api.long_poll import MAX_WAIT_S, JobEndWaiter
+from api.routes import health, jobs, results, status, transcribe, transcribe_url
+from common.redis_conn import connect_async_redis, connect_redis
 from config import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -35,10 +38,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings.upload_dir.mkdir(parents=True, exist_ok=True)
     connection = connect_redis(settings)
     app.state.queue = Queue(settings.queue_name, connection=connection, serializer=JSONSerializer)
+    # Long-polls block on their own connections, read timeout past the longest wait.
+    blocking = connect_async_redis(settings, MAX_WAIT_S + settings.redis_timeout_s)
+    app.state.job_waiter = JobEndWaiter(blocking, app.state.queue.key)
+    if av_probe.available():
+        await run_in_threadpool(av_probe.prober().warm_up)
     try:
         yield
     finally:
         connection.close()
+        await blocking.aclose()
 
 
 async def _redis_unavailable(request: Request, error: Exception) -> JSONResponse:
@@ -60,7 +69,9 @@ def create_app() -> FastAPI:
         lifespan=lifespan,
     )
     app.include_router(transcribe.router)
+    app.include_router(transcribe_url.router)
     app.include_router(status.router)
+    app.include_router(jobs.router)
     app.include_router(results.router)
     app.include_router(health.router)
     app.add_exception_handler(RedisError, _redis_unavailable)

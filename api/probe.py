@@ -1,15 +1,28 @@
-"""Checks with ffprobe that an upload is audio in an allowed container, and reads its duration."""
+"""Checks that an upload is audio in an allowed container, and reads its duration.
+
+PyAV in a child forked from a warm helper reads the container when PyAV is installed (see
+api.av_probe), else ffprobe; both are confined to the one local file and the allowed demuxers.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from starlette.concurrency import run_in_threadpool
+
+from api import av_probe
 from common.media import ALLOWED_DEMUXERS, FFMPEG_SAFETY_ARGS
+
+log = logging.getLogger(__name__)
+
+HELPER_GRACE_S = 2.0
+"""Past the probe's own deadline, how long to wait for the helper to say it ended the child."""
 
 
 class ProbeError(Exception):
@@ -22,7 +35,7 @@ class ProbeError(Exception):
 
 @dataclass(frozen=True)
 class AudioInfo:
-    """What ffprobe read from the container."""
+    """What the probe read from the container."""
 
     format_name: str
     duration_s: float | None
@@ -30,6 +43,41 @@ class AudioInfo:
 
 async def probe_audio(path: Path, timeout_s: float) -> AudioInfo:
     """Probe a local file; raise ProbeError unless it holds an audio stream in an allowed format."""
+    if av_probe.available():
+        try:
+            # Off the event loop: the first call starts the helper, and a write could block.
+            pending = await run_in_threadpool(av_probe.prober().submit, path, timeout_s)
+            report = await asyncio.wait_for(
+                asyncio.wrap_future(pending), timeout_s + HELPER_GRACE_S
+            )
+        except av_probe.HelperUnavailable as error:
+            log.warning("probing with ffprobe instead: %s", error)
+        except (av_probe.ProbeTimeout, TimeoutError):
+            raise ProbeError("the file could not be read as audio in time") from None
+        except av_probe.ContainerUnreadable as error:
+            raise ProbeError(f"the file is not audio in a supported format ({error})") from None
+        else:
+            return _audio_info(
+                report.format_name, "audio" in report.stream_types, report.duration_s
+            )
+    return await _probe_with_ffprobe(path, timeout_s)
+
+
+def _audio_info(format_name: str, has_audio: bool, duration: object) -> AudioInfo:
+    """Apply the rules to what a probe read: allowed container, an audio stream, a sane duration."""
+    if not set(format_name.split(",")) & set(ALLOWED_DEMUXERS):
+        raise ProbeError(f"container format {format_name or '(unknown)'!r} is not accepted")
+    if not has_audio:
+        raise ProbeError("the file has no audio stream")
+    seconds: float | None = None
+    with contextlib.suppress(TypeError, ValueError):
+        seconds = float(str(duration))
+    if seconds is not None and (not math.isfinite(seconds) or seconds < 0):
+        seconds = None
+    return AudioInfo(format_name=format_name, duration_s=seconds)
+
+
+async def _probe_with_ffprobe(path: Path, timeout_s: float) -> AudioInfo:
     process = await asyncio.create_subprocess_exec(
         "ffprobe", "-v", "error", *FFMPEG_SAFETY_ARGS,
         "-show_entries", "format=format_name,duration:stream=codec_type",
@@ -46,7 +94,10 @@ async def probe_audio(path: Path, timeout_s: float) -> AudioInfo:
         await process.wait()
         raise ProbeError("the file could not be read as audio in time") from None
     if process.returncode != 0:
-        reason = stderr.decode("utf-8", "replace").strip().splitlines()
+        # ffprobe prefixes its message with the input's URL: the server's path, not for clients.
+        reason = (
+            stderr.decode("utf-8", "replace").replace(f"file:{path}: ", "").strip().splitlines()
+        )
         raise ProbeError(
             "the file is not audio in a supported format"
             + (f" ({reason[-1][:200]})" if reason else "")
@@ -56,15 +107,9 @@ async def probe_audio(path: Path, timeout_s: float) -> AudioInfo:
     except json.JSONDecodeError:
         raise ProbeError("the file is not audio in a supported format") from None
     container = report.get("format") or {}
-    format_name = str(container.get("format_name", ""))
-    if not set(format_name.split(",")) & set(ALLOWED_DEMUXERS):
-        raise ProbeError(f"container format {format_name or '(unknown)'!r} is not accepted")
     streams = report.get("streams") or []
-    if not any(stream.get("codec_type") == "audio" for stream in streams):
-        raise ProbeError("the file has no audio stream")
-    duration: float | None = None
-    with contextlib.suppress(TypeError, ValueError):
-        duration = float(str(container.get("duration")))
-    if duration is not None and (not math.isfinite(duration) or duration < 0):
-        duration = None
-    return AudioInfo(format_name=format_name, duration_s=duration)
+    return _audio_info(
+        str(container.get("format_name", "")),
+        any(stream.get("codec_type") == "audio" for stream in streams),
+        container.get("duration"),
+    )

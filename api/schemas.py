@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from enum import StrEnum
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from common.catalog import EngineName, Language, ModelName
-from common.transcript import Transcript
+from common.job_status import JobStatus as JobStatus
+from common.job_status import Progress as Progress
+from common.job_status import WebhookDelivery as WebhookDelivery
+
+MAX_URL_LENGTH = 2048
+
+
+class Task(StrEnum):
+    """What to produce: text in the spoken language, or an English translation."""
+
+    TRANSCRIBE = "transcribe"
+    TRANSLATE = "translate"
 
 
 class TranscribeForm(BaseModel):
@@ -20,6 +31,66 @@ class TranscribeForm(BaseModel):
     model: ModelName | None = Field(
         default=None, description="Whisper model; the server's DEFAULT_MODEL when omitted."
     )
+    task: Task = Field(
+        default=Task.TRANSCRIBE,
+        description="translate gives English text; it needs a multilingual (not .en) model.",
+    )
+    initial_prompt: str | None = Field(
+        default=None,
+        max_length=1000,
+        description="Text the model sees as preceding speech: names, spelling, style.",
+    )
+    hotwords: str | None = Field(
+        default=None,
+        max_length=500,
+        description="Words to favour while decoding (whisperx only; 422 with timestamped).",
+    )
+    vad: bool = Field(
+        default=True,
+        description="Skip non-speech with voice activity detection; off decodes every 30 s window.",
+    )
+    word_timestamps: bool = Field(default=True, description="Time each word, not only segments.")
+    beam_size: int | None = Field(
+        default=None, ge=1, le=10, description="Beam search width; the engine's default if unset."
+    )
+    temperature: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description=(
+            "Sampling temperature (timestamped; whisperx decodes deterministically and accepts "
+            "only 0)."
+        ),
+    )
+    callback_url: str | None = Field(
+        default=None,
+        max_length=MAX_URL_LENGTH,
+        description=(
+            "http(s) URL that receives the final status JSON by POST, signed with HMAC-SHA256 "
+            "(see X-Webhook-Signature); public addresses only unless OUTBOUND_ALLOWLIST says so."
+        ),
+    )
+
+
+class TranscribeUrlRequest(TranscribeForm):
+    """The JSON body of `POST /transcribe/url`: the audio's URL and the same fields as uploads."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(
+        min_length=1,
+        max_length=MAX_URL_LENGTH,
+        description="http(s) URL of the audio; the server downloads it (public addresses only).",
+    )
+
+
+class JobList(BaseModel):
+    """One page of jobs, newest first."""
+
+    jobs: list[JobStatus] = Field(description="Status records without `result` (see /jobs/{id}).")
+    next_cursor: str | None = Field(
+        default=None, description="Pass as `cursor` for the next page; null on the last page."
+    )
 
 
 class JobAccepted(BaseModel):
@@ -29,31 +100,6 @@ class JobAccepted(BaseModel):
     status: str = "queued"
 
 
-class Progress(BaseModel):
-    """How far a job has come."""
-
-    stage: str = Field(description="queued, loading_model, decoding, transcribing, aligning, done")
-    percent: float | None = Field(default=None, ge=0, le=100)
-
-
-class JobStatus(BaseModel):
-    """Everything known about a job."""
-
-    job_id: str
-    status: str = Field(
-        description="queued, started, finished, failed; also deferred, scheduled, stopped, canceled"
-    )
-    engine: str | None = None
-    model: str | None = None
-    language: str | None = None
-    created_at: datetime | None = None
-    started_at: datetime | None = None
-    ended_at: datetime | None = None
-    progress: Progress | None = None
-    result: Transcript | None = None
-    error: str | None = Field(default=None, description="Why the job failed, for people.")
-
-
 class Health(BaseModel):
     """Whether the service can take and run jobs."""
 
@@ -61,6 +107,12 @@ class Health(BaseModel):
     redis: bool
     workers: int = Field(description="Live workers listening on the transcription queue.")
     queued: int = Field(default=0, description="Jobs waiting in the queue.")
+
+
+class Liveness(BaseModel):
+    """This API process is up and serving requests."""
+
+    status: str = "ok"
 
 
 class ErrorBody(BaseModel):

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from python_multipart.exceptions import MultipartParseError
-from python_multipart.multipart import MultipartParser, parse_options_header
+from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
@@ -24,6 +25,8 @@ MAX_FIELD_BYTES = 64 * 1024
 MAX_FIELDS = 32
 WRITE_CHUNK_BYTES = 1024 * 1024
 MULTIPART_OVERHEAD_BYTES = 1024 * 1024
+COMPLETE_STATES = frozenset({MultipartState.END, MultipartState.BOUNDARY_PADDING})
+"""Parser states after the closing boundary: anything else is a truncated body."""
 
 
 class UploadError(Exception):
@@ -43,6 +46,8 @@ class ReceivedForm:
     file_path: Path | None = None
     file_size: int = 0
     extension: str | None = None
+    sha256: str | None = None
+    """Hex SHA-256 of the saved file's bytes, computed while streaming."""
 
     def discard(self) -> None:
         """Remove the saved file, if any."""
@@ -64,8 +69,18 @@ def extension_of(filename: str) -> str:
 
 
 def _sync_and_close(handle: int) -> None:
-    os.fsync(handle)
-    os.close(handle)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
+def _write_and_hash(handle: int, data: bytes, digest: hashlib._Hash) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(handle, view)
+        view = view[written:]
+    digest.update(data)
 
 
 class _PartState:
@@ -101,6 +116,7 @@ async def receive_form(request: Request, upload_dir: Path, max_file_size: int) -
     file_part: _PartState | None = None
     handle: int | None = None
     pending = bytearray()
+    digest = hashlib.sha256()
 
     def on_part_begin() -> None:
         nonlocal part
@@ -126,6 +142,9 @@ async def receive_form(request: Request, upload_dir: Path, max_file_size: int) -
 
     def on_part_data(data: bytes, start: int, end: int) -> None:
         part.data += data[start:end]
+        # Checked as it arrives: a whole oversized field can come within one network chunk.
+        if part.filename is None and len(part.data) > MAX_FIELD_BYTES:
+            raise UploadError(400, f"form field {part.name!r} is too long")
 
     def on_part_end() -> None:
         events.append(("end", part))
@@ -145,7 +164,7 @@ async def receive_form(request: Request, upload_dir: Path, max_file_size: int) -
 
     async def flush() -> None:
         if handle is not None and pending:
-            await run_in_threadpool(os.write, handle, bytes(pending))
+            await run_in_threadpool(_write_and_hash, handle, bytes(pending), digest)
             pending.clear()
 
     try:
@@ -172,13 +191,14 @@ async def receive_form(request: Request, upload_dir: Path, max_file_size: int) -
                 file_part.data.clear()
                 if len(pending) >= WRITE_CHUNK_BYTES:
                     await flush()
-            if part is not file_part and len(part.data) > MAX_FIELD_BYTES:
-                raise UploadError(400, f"form field {part.name!r} is too long")
         parser.finalize()
+        if parser.state not in COMPLETE_STATES:
+            raise UploadError(400, "the multipart body ended before its closing boundary")
         await flush()
         if handle is not None:
-            await run_in_threadpool(_sync_and_close, handle)
-            handle = None
+            closing, handle = handle, None
+            await run_in_threadpool(_sync_and_close, closing)
+            form.sha256 = digest.hexdigest()
     except BaseException as error:
         if handle is not None:
             os.close(handle)

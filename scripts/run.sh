@@ -13,6 +13,13 @@ export UPLOAD_DIR="${UPLOAD_DIR:-$root/var/uploads}"
 export MODEL_CACHE_DIR="${MODEL_CACHE_DIR:-$root/var/models}"
 export WEB_CONCURRENCY="${WEB_CONCURRENCY:-2}"
 workers="${WORKERS:-1}"
+# Workers that each use every core oversubscribe them: OpenMP threads spin at every barrier
+# while a peer waits for a core (5-15% of throughput lost in `make bench`, more on a busy
+# host). Share the cores out instead.
+if [ -z "${CPU_THREADS:-}" ] && [ "$workers" -gt 1 ]; then
+  cores=$(nproc)
+  export CPU_THREADS=$(( cores > workers ? cores / workers : 1 ))
+fi
 mkdir -p "$root/var/redis" "$UPLOAD_DIR" "$MODEL_CACHE_DIR"
 
 # Children run in their own sessions, so Ctrl-C reaches only this script, which then stops

@@ -155,7 +155,11 @@ class Service:
         )
 
     def stop(self) -> None:
-        for proc in reversed(self.procs):
+        # Redis last, even one restarted by a test, so that workers shut down against it.
+        newest_first = list(reversed(self.procs))
+        for proc in [p for p in newest_first if p.name != "redis"] + [
+            p for p in newest_first if p.name == "redis"
+        ]:
             proc.stop()
 
 

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import threading
 
+from redis import Redis
+from redis.exceptions import RedisError
 from rq import Queue
+from rq.exceptions import StopRequested
 from rq.serializers import JSONSerializer
 
 from common.redis_conn import connect_redis
-from config import get_settings
+from config import Settings, get_settings
 from worker.rq_worker import TranscriptionWorker, start_maintenance_thread
 from worker.runtime import Runtime, install_runtime
+from worker.webhooks import start_webhook_thread
 
 log = logging.getLogger(__name__)
 
@@ -36,16 +41,50 @@ def main() -> int:
     _limit_torch_threads(runtime.context.cpu_threads)
     connection = connect_redis(settings)
     queue = Queue(settings.queue_name, connection=connection, serializer=JSONSerializer)
-    worker = TranscriptionWorker(
-        [queue], connection=connection, serializer=JSONSerializer, settings=settings
-    )
     stop = threading.Event()
     start_maintenance_thread(queue, settings, stop)
+    start_webhook_thread(queue, settings, stop)
     try:
-        worker.work(logging_level=settings.log_level.upper(), with_scheduler=True)
+        work_until_stopped(queue, settings)
     finally:
         stop.set()
     return 0
+
+
+def work_until_stopped(queue: Queue, settings: Settings) -> None:
+    """Run rq workers until SIGTERM/SIGINT; when one quits on a Redis failure, wait for Redis and
+    start another (the warm models stay: they live in this process, not in the rq worker)."""
+    stopping = threading.Event()
+    while not stopping.is_set():
+        worker = TranscriptionWorker(
+            [queue], connection=queue.connection, serializer=JSONSerializer, settings=settings
+        )
+        try:
+            worker.work(logging_level=settings.log_level.upper(), with_scheduler=True)
+        except StopRequested:
+            return
+        except RedisError as error:
+            log.error("the worker loop stopped on a Redis error: %s", error)
+        if worker.shutdown_requested:
+            return
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda _signum, _frame: stopping.set())
+        log.warning("the worker loop ended without a stop request; restarting once Redis answers")
+        wait_for_redis(queue.connection, stopping)
+
+
+def wait_for_redis(connection: Redis, stopping: threading.Event) -> None:
+    """Return once Redis answers PING, or once `stopping` is set."""
+    delay_s = 0.5
+    while not stopping.is_set():
+        try:
+            connection.ping()
+        except RedisError as error:
+            log.warning("Redis is not answering (%s); retrying in %.1f s", error, delay_s)
+            stopping.wait(delay_s)
+            delay_s = min(delay_s * 2, 5.0)
+        else:
+            return
 
 
 def _limit_torch_threads(threads: int) -> None:

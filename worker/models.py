@@ -46,6 +46,21 @@ def cpu_threads(settings: Settings) -> int:
     return len(os.sched_getaffinity(0))
 
 
+NATIVE_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+"""Read once, when OpenMP (torch's and CTranslate2's) and numpy's/scipy's OpenBLAS load."""
+
+
+def limit_native_threads(threads: int) -> None:
+    """Size every native thread pool to `threads` unless the environment already sets one.
+
+    torch.set_num_threads covers torch alone: OpenBLAS and CTranslate2's OpenMP default to every
+    core, so two one-thread workers on two cores would still run four-thread pools that spin
+    against each other. Call before numpy, torch or CTranslate2 are imported.
+    """
+    for variable in NATIVE_THREAD_VARIABLES:
+        os.environ.setdefault(variable, str(threads))
+
+
 def main(argv: list[str] | None = None) -> int:
     """`python -m worker.models convert SRC DST`: CTranslate2 Whisper to an openai-whisper .pt."""
     parser = argparse.ArgumentParser(prog="python -m worker.models", description=main.__doc__)

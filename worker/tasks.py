@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from redis.exceptions import RedisError
 from rq import get_current_job
 from rq.job import Job
 
-from worker.audio import decode_audio
+from worker.audio import AudioDecodeError, decode_audio
 from worker.engines.base import TranscribeOptions
 from worker.runtime import current_runtime
+from worker.stopping import StopCheck
 
 log = logging.getLogger(__name__)
 
@@ -22,26 +24,45 @@ PROGRESS_SAVE_INTERVAL_S = 0.5
 
 
 class ProgressReporter:
-    """Writes (stage, percent) into the job's meta, at most every PROGRESS_SAVE_INTERVAL_S."""
+    """Writes (stage, percent) into the job's meta, at most every PROGRESS_SAVE_INTERVAL_S.
 
-    def __init__(self, job: Job | None) -> None:
+    Each report first runs `stop_check`, which raises to stop a canceled job; the meta also
+    keeps when the stage began (`stage_started_at`, Unix seconds), for the API's ETA.
+    """
+
+    def __init__(self, job: Job | None, stop_check: Callable[[], None] | None = None) -> None:
         self._job = job
+        self._stop_check = stop_check
         self._last_stage: str | None = None
         self._last_save = 0.0
+        self._stage_started_at = 0.0
 
     def __call__(self, stage: str, percent: float | None) -> None:
+        if self._stop_check is not None:
+            self._stop_check()
         if self._job is None:
             return
         now = time.monotonic()
         if stage == self._last_stage and now - self._last_save < PROGRESS_SAVE_INTERVAL_S:
             return
+        if stage != self._last_stage:
+            self._stage_started_at = time.time()
         self._last_stage = stage
         self._last_save = now
         self._job.meta["progress"] = {
             "stage": stage,
             "percent": None if percent is None else round(min(max(percent, 0.0), 100.0), 1),
+            "stage_started_at": self._stage_started_at,
         }
-        self._job.save_meta()
+        save_meta_if_possible(self._job)
+
+
+def save_meta_if_possible(job: Job) -> None:
+    """Store the job's meta; progress is advisory, so a Redis outage must not fail the job."""
+    try:
+        job.save_meta()
+    except RedisError as error:
+        log.warning("could not save the progress of job %s: %s", job.id, error)
 
 
 def _as_utc(moment: datetime) -> datetime:
@@ -64,12 +85,18 @@ def transcribe(
 ) -> dict[str, Any]:
     """Decode the upload, run it through the warm engine, return the transcript as JSON data.
 
-    The upload is deleted once the transcript exists; failures leave it for a retry (the
-    worker's failure handler deletes it when no attempt is left).
+    The upload is deleted by the worker once the transcript is stored; failures leave it for a
+    retry (the worker's failure handler deletes it when no attempt is left).
     """
-    runtime = current_runtime()
     job = get_current_job()
-    progress = ProgressReporter(job)
+    stop_check = StopCheck(job)
+    stop_check()  # canceled just as this worker took it: its upload may be gone already
+    if not Path(audio_path).is_file():
+        raise AudioDecodeError(
+            "the uploaded file is gone (removed after an earlier attempt, or by the sweeper)"
+        )
+    runtime = current_runtime()
+    progress = ProgressReporter(job, stop_check)
     started = time.perf_counter()
 
     progress("loading_model", None)
@@ -87,6 +114,7 @@ def transcribe(
     transcript = engine_impl.transcribe(
         audio, TranscribeOptions(language=language, **(options or {})), progress
     )
+    stop_check()  # a cancel that came during the last native call still wins
     transcript.timings.model_load_s = load_s
     transcript.timings.decode_s = decode_s
     transcript.timings.queue_wait_s = _queue_wait_s(job)
@@ -94,7 +122,5 @@ def transcribe(
     if job is not None:
         job.meta["detected_language"] = transcript.language
         job.meta["progress"] = {"stage": "done", "percent": 100.0}
-        job.save_meta()
-    with contextlib.suppress(FileNotFoundError):
-        Path(audio_path).unlink()
+        save_meta_if_possible(job)
     return transcript.model_dump(mode="json")

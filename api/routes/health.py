@@ -1,4 +1,4 @@
-"""GET /health: can the service take and run jobs?"""
+"""GET /health: can the service take and run jobs? GET /livez: is this API process serving?"""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from redis.exceptions import RedisError
 from rq import Worker
 
 from api.deps import QueueDep, SettingsDep
-from api.schemas import Health
+from api.schemas import Health, Liveness
 
 router = APIRouter(tags=["service"])
 
@@ -28,3 +28,13 @@ def health(queue: QueueDep, settings: SettingsDep) -> Health | JSONResponse:
             headers={"Retry-After": str(settings.redis_retry_after_s)},
         )
     return Health(status="ok", redis=True, workers=workers, queued=queued)
+
+
+@router.get("/livez", response_model=Liveness)
+async def livez() -> Liveness:
+    """200 while this API process answers HTTP; touches nothing else (a liveness probe).
+
+    Unlike /health it does not ask Redis, so an orchestrator does not restart API processes
+    that are fine while Redis is away.
+    """
+    return Liveness()

@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException
+from typing import Annotated
 
-from api.deps import QueueDep
-from api.jobs import describe_job, fetch_job
+from fastapi import APIRouter, HTTPException, Query
+
+from api.deps import JobWaiterDep, QueueDep
+from api.long_poll import MAX_WAIT_S, status_after_wait
 from api.schemas import ErrorBody, JobStatus
 
 router = APIRouter(tags=["jobs"])
+
+WaitQuery = Annotated[
+    float,
+    Query(
+        ge=0,
+        le=MAX_WAIT_S,
+        description=(
+            "Long-poll: answer as soon as the job ends (finished, failed, canceled, stopped) or "
+            "after this many seconds, whichever is first. 0 answers at once."
+        ),
+    ),
+]
 
 
 @router.get(
@@ -17,9 +31,11 @@ router = APIRouter(tags=["jobs"])
     summary="A job's state and result",
     responses={404: {"model": ErrorBody}, 503: {"model": ErrorBody}},
 )
-def get_status(job_id: str, queue: QueueDep) -> JobStatus:
+async def get_status(
+    job_id: str, queue: QueueDep, waiter: JobWaiterDep, wait: WaitQuery = 0
+) -> JobStatus:
     """The job's status, times and progress; the transcript once finished, the reason if failed."""
-    job = fetch_job(queue, job_id)
-    if job is None:
+    status = await status_after_wait(queue, waiter, job_id, wait)
+    if status is None:
         raise HTTPException(404, f"no job {job_id!r} (unknown, or expired after its TTL)")
-    return describe_job(job)
+    return status

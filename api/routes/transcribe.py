@@ -2,26 +2,36 @@
 
 from __future__ import annotations
 
-import os
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, Header, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import QueueDep, SettingsDep
-from api.jobs import enqueue_transcription
-from api.probe import ProbeError, probe_audio
+from api.deps import OutboundPolicyDep, QueueDep, SettingsDep
+from api.idempotency import HEADER, KEY_PATTERN, Fingerprint, IdempotencyConflict, KeyedSubmission
 from api.schemas import ErrorBody, JobAccepted, TranscribeForm
+from api.submission import Submission, accept_saved_file, check_callback, check_fields
 from api.uploads import ReceivedForm, UploadError, receive_form
-from common.catalog import KNOWN_MODELS, is_english_only
 from config import Settings
 
 router = APIRouter(tags=["jobs"])
 
 UPLOAD_SCHEMA_NAME = "TranscribeUpload"
+
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias=HEADER,
+        pattern=KEY_PATTERN,
+        description=(
+            "Makes retries safe: the same key with the same file and fields returns the first "
+            "request's job (200) instead of queueing another; with a different file, 409."
+        ),
+    ),
+]
 
 
 def upload_schema() -> tuple[dict[str, Any], dict[str, Any]]:
@@ -37,14 +47,8 @@ def upload_schema() -> tuple[dict[str, Any], dict[str, Any]]:
     return schema, definitions
 
 
-def _validation_error(loc: tuple[str, ...], message: str, value: object = None) -> Exception:
-    return RequestValidationError(
-        [{"type": "value_error", "loc": ("body", *loc), "msg": message, "input": value}]
-    )
-
-
-def _parse_fields(form: ReceivedForm, settings: Settings) -> tuple[TranscribeForm, str]:
-    """Validate the text fields; returns them with the model name to run."""
+def _parse_fields(form: ReceivedForm, settings: Settings) -> Submission:
+    """Validate the text fields (422 on the first problem); returns the job's parameters."""
     fields = {key: value for key, value in form.fields.items() if value.strip() != ""}
     try:
         params = TranscribeForm.model_validate(fields)
@@ -56,20 +60,7 @@ def _parse_fields(form: ReceivedForm, settings: Settings) -> tuple[TranscribeFor
         raise RequestValidationError(
             [{"type": "missing", "loc": ("body", "file"), "msg": "Field required", "input": None}]
         )
-    model = params.model.value if params.model is not None else settings.default_model
-    allowed = settings.allowed_model_names or frozenset(KNOWN_MODELS)
-    if model not in allowed:
-        raise _validation_error(
-            ("model",), f"model {model!r} is not offered here; choose one of {sorted(allowed)}"
-        )
-    if params.language is not None and params.language.value != "en" and is_english_only(model):
-        raise _validation_error(
-            ("language",),
-            f"model {model!r} only transcribes English; use a multilingual model for "
-            f"{params.language.value!r}",
-            params.language.value,
-        )
-    return params, model
+    return check_fields(params, settings)
 
 
 @router.post(
@@ -78,6 +69,7 @@ def _parse_fields(form: ReceivedForm, settings: Settings) -> tuple[TranscribeFor
     summary="Upload audio and queue its transcription",
     responses={
         400: {"model": ErrorBody, "description": "Unsupported extension or malformed form."},
+        409: {"model": ErrorBody, "description": "Idempotency-Key reused for another request."},
         413: {"model": ErrorBody, "description": "File or audio longer than the limits."},
         415: {"model": ErrorBody, "description": "Not multipart, or the content is not audio."},
         503: {"model": ErrorBody, "description": "Redis unreachable; retry after Retry-After."},
@@ -95,7 +87,12 @@ def _parse_fields(form: ReceivedForm, settings: Settings) -> tuple[TranscribeFor
     },
 )
 async def transcribe(
-    request: Request, response: Response, settings: SettingsDep, queue: QueueDep
+    request: Request,
+    response: Response,
+    settings: SettingsDep,
+    queue: QueueDep,
+    policy: OutboundPolicyDep,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> JobAccepted:
     """Stream the upload to the shared folder, check it is audio, and enqueue the job.
 
@@ -107,36 +104,38 @@ async def transcribe(
         form = await receive_form(request, settings.upload_dir, settings.max_file_size)
     except UploadError as error:
         raise HTTPException(error.status_code, error.detail) from None
+    keyed = KeyedSubmission(
+        queue, settings, idempotency_key, Fingerprint.of(form.sha256 or "", form.fields)
+    )
     try:
-        params, model = _parse_fields(form, settings)
+        submission = _parse_fields(form, settings)
+        await check_callback(submission, policy)
         assert form.file_path is not None
-        try:
-            info = await probe_audio(form.file_path, settings.ffprobe_timeout_s)
-        except ProbeError as error:
-            raise HTTPException(415, error.detail) from None
-        if info.duration_s is not None and info.duration_s > settings.max_audio_duration_s:
-            raise HTTPException(
-                413,
-                f"audio too long: {info.duration_s:.0f} s; the limit is "
-                f"{settings.max_audio_duration_s:.0f} s",
-            )
         job_id = str(uuid.uuid4())
-        final_path = settings.upload_dir / f"{job_id}.{form.extension}"
-        os.rename(form.file_path, final_path)
-        form.file_path = final_path
-        await run_in_threadpool(
-            enqueue_transcription,
+        try:
+            earlier_job_id = await keyed.begin(job_id)
+        except IdempotencyConflict as conflict:
+            headers = (
+                {"Retry-After": str(conflict.retry_after_s)} if conflict.retry_after_s else None
+            )
+            raise HTTPException(conflict.status_code, conflict.detail, headers) from None
+        if earlier_job_id is not None:
+            form.discard()
+            response.headers["Location"] = f"/status/{earlier_job_id}"
+            response.headers["Idempotent-Replayed"] = "true"
+            return JobAccepted(job_id=earlier_job_id)
+        form.file_path = await accept_saved_file(
             queue,
             settings,
             job_id=job_id,
-            audio_path=str(final_path),
-            engine=params.engine.value,
-            model=model,
-            language=params.language.value if params.language is not None else None,
-            duration_s=info.duration_s,
+            path=form.file_path,
+            extension=form.extension,
+            submission=submission,
         )
     except BaseException:
         form.discard()
+        await keyed.abort()
         raise
+    await keyed.commit()
     response.headers["Location"] = f"/status/{job_id}"
     return JobAccepted(job_id=job_id)

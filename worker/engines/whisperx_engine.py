@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,44 @@ from worker.engines.mapping import RawWord, build_segment, join_text
 from worker.models import BUNDLED_MODEL, bundled_model_dir
 
 log = logging.getLogger(__name__)
+
+CHUNK_S = 30.0
+"""Whisper's window: with VAD off, the audio is decoded in consecutive windows of this length."""
+
+
+def _fixed_windows() -> Any:
+    """A stand-in for whisperx's VAD model that keeps everything: consecutive CHUNK_S windows.
+
+    whisperx always runs its VAD; it accepts any `Vad` subclass in its place, calling
+    `preprocess_audio`, then the model, then `merge_chunks` on what the model returned.
+    """
+    from whisperx.vads import Vad
+
+    class FixedWindows(Vad):  # type: ignore[misc]
+        def __init__(self) -> None:  # Vad's own only validates a VAD onset
+            pass
+
+        @staticmethod
+        def preprocess_audio(audio: Audio) -> Audio:
+            return audio
+
+        def __call__(self, inputs: dict[str, Any]) -> float:
+            return len(inputs["waveform"]) / SAMPLE_RATE
+
+        @staticmethod
+        def merge_chunks(
+            duration: float, chunk_size: float, onset: float = 0.5, offset: float | None = None
+        ) -> list[dict[str, Any]]:
+            del onset, offset
+            windows: list[dict[str, Any]] = []
+            start = 0.0
+            while start < duration:
+                end = min(start + min(chunk_size, CHUNK_S), duration)
+                windows.append({"start": start, "end": end, "segments": [(start, end)]})
+                start = end
+            return windows
+
+    return FixedWindows()
 
 
 class WhisperXEngine:
@@ -52,6 +92,9 @@ class WhisperXEngine:
                 f"whisperx could not load model {spec.model!r}: {type(error).__name__}: {error}"
             ) from error
         self._aligners: dict[str, tuple[Any, dict[str, Any]] | str] = {}
+        self._no_vad = _fixed_windows()
+        # Per-job options are set on the shared pipeline for the call: one call at a time.
+        self._lock = threading.Lock()
 
     def _aligner(self, language: str) -> tuple[Any, dict[str, Any]] | str:
         """The alignment model for a language, or why there is none (remembered either way)."""
@@ -67,6 +110,48 @@ class WhisperXEngine:
                 self._aligners[language] = f"{type(error).__name__}: {error}"
         return self._aligners[language]
 
+    def _run_pipeline(
+        self,
+        audio: Audio,
+        language: str | None,
+        options: TranscribeOptions,
+        progress: ProgressCallback,
+        notes: list[str],
+    ) -> dict[str, Any]:
+        """One pipeline call with the job's decoding options and VAD choice, restored after."""
+        pipeline = self._pipeline
+        overrides: dict[str, Any] = {}
+        if options.beam_size is not None:
+            overrides["beam_size"] = options.beam_size
+        if options.initial_prompt:
+            overrides["initial_prompt"] = options.initial_prompt
+        if options.hotwords:
+            overrides["hotwords"] = options.hotwords
+        if options.temperature:
+            notes.append("temperature is ignored: whisperx's batched decoding does not sample")
+        if not options.vad:
+            notes.append(f"VAD off: decoded in consecutive {CHUNK_S:.0f} s windows")
+        with self._lock:
+            saved_options, saved_vad = pipeline.options, pipeline.vad_model
+            try:
+                pipeline.options = dataclasses.replace(saved_options, **overrides)
+                if not options.vad:
+                    pipeline.vad_model = self._no_vad
+                raw: dict[str, Any] = pipeline.transcribe(
+                    audio,
+                    batch_size=self._context.batch_size,
+                    language=language,
+                    task=options.task,
+                    progress_callback=lambda percent: progress("transcribing", float(percent)),
+                )
+            finally:
+                pipeline.options, pipeline.vad_model = saved_options, saved_vad
+                if pipeline.preset_language is None:
+                    # whisperx resets a detected language's tokenizer only on success; a stopped
+                    # job would leave it for the next one.
+                    pipeline.tokenizer = None
+        return raw
+
     def transcribe(
         self, audio: Audio, options: TranscribeOptions, progress: ProgressCallback
     ) -> Transcript:
@@ -76,13 +161,7 @@ class WhisperXEngine:
         progress("transcribing", 0.0)
         started = time.perf_counter()
         language = "en" if is_english_only(self._spec.model) else options.language
-        raw = self._pipeline.transcribe(
-            audio,
-            batch_size=self._context.batch_size,
-            language=language,
-            task=options.task,
-            progress_callback=lambda percent: progress("transcribing", float(percent)),
-        )
+        raw = self._run_pipeline(audio, language, options, progress, notes)
         transcribe_s = time.perf_counter() - started
         detected = str(raw.get("language") or language or "en")
         segments_raw: list[dict[str, Any]] = list(raw.get("segments") or [])

@@ -1,0 +1,18 @@
+"""Fixtures for fault-injection tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests import hostile
+from tests.audio import JFK
+
+
+@pytest.fixture(scope="session")
+def short_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two seconds of jfk.flac: a real job that a warm worker finishes in well under a second."""
+    return hostile.clip(
+        JFK, tmp_path_factory.mktemp("clip") / "ask-not.flac", seconds=2.0, start_s=8.0
+    )

@@ -1,0 +1,330 @@
+"""The worker side of cancel and webhooks, on fakeredis with the fake engine.
+
+Stopping goes through rq's own `stop-job` command over (fake) pub/sub; webhook attempts use a
+hand-written sender, so no request leaves the process.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import shutil
+import threading
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import fakeredis
+import pytest
+from pydantic import SecretStr
+from rq import Queue
+from rq.command import send_stop_job_command
+from rq.exceptions import InvalidJobOperation
+from rq.job import Job
+from rq.job import JobStatus as RQStatus
+
+from api.jobs import enqueue_transcription
+from common.cancellation import request_cancel
+from common.job_status import describe_job
+from common.outbound import IPAddress, OutboundPolicy, OutboundRefused
+from common.webhook_signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+from common.webhooks import claim_due, due_key, schedule_delivery
+from config import Settings
+from worker.engines.fake import FakeEngine
+from worker.rq_worker import TranscriptionWorker, run_maintenance
+from worker.runtime import Runtime, install_runtime
+from worker.webhooks import attempt_delivery, run_deliveries
+
+FAKE_ENGINES = {
+    "whisperx": "worker.engines.fake:FakeEngine",
+    "timestamped": "worker.engines.fake:FakeEngine",
+}
+SECRET = "webhook-test-secret"
+HOOK = "https://hooks.example.com/transcripts"
+
+
+@pytest.fixture
+def worker_settings(settings: Settings) -> Settings:
+    """CPU settings with a webhook secret and a fast retry base."""
+    settings.device = "cpu"
+    settings.webhook_secret = SecretStr(SECRET)
+    settings.webhook_retry_base_s = 10
+    settings.webhook_max_attempts = 3
+    return settings
+
+
+@pytest.fixture
+def runtime(worker_settings: Settings) -> Runtime:
+    """A runtime whose engines are all the fake one."""
+    FakeEngine.loads = 0
+    runtime = Runtime.from_settings(worker_settings, engines=FAKE_ENGINES)
+    install_runtime(runtime)
+    return runtime
+
+
+def submit(
+    queue: Queue,
+    settings: Settings,
+    audio: Path,
+    sleep_s: float = 0.0,
+    callback_url: str | None = None,
+) -> Job:
+    settings.upload_dir.mkdir(parents=True, exist_ok=True)
+    job_id = str(uuid.uuid4())
+    target = settings.upload_dir / f"{job_id}{audio.suffix}"
+    shutil.copy(audio, target)
+    return enqueue_transcription(
+        queue,
+        settings,
+        job_id=job_id,
+        audio_path=str(target),
+        engine="whisperx",
+        model="tiny.en",
+        language=None,
+        duration_s=1.0,
+        options={"extra": {"sleep_s": sleep_s}} if sleep_s else None,
+        callback_url=callback_url,
+    )
+
+
+def work(queue: Queue, redis: fakeredis.FakeRedis, settings: Settings) -> None:
+    TranscriptionWorker(
+        [queue], connection=redis, serializer=queue.serializer, settings=settings
+    ).work(burst=True)
+
+
+def fetch(queue: Queue, job_id: str) -> Job:
+    job = queue.fetch_job(job_id)
+    assert job is not None
+    return job
+
+
+@pytest.mark.usefixtures("runtime")
+def test_job_canceled_as_a_worker_takes_it_never_runs(
+    queue: Queue, redis: fakeredis.FakeRedis, worker_settings: Settings, tone_wav: Path
+) -> None:
+    job = submit(queue, worker_settings, tone_wav, callback_url=HOOK)
+    request_cancel(redis, job, 60)  # the API's key, set just before the worker dequeued it
+    work(queue, redis, worker_settings)
+    status = describe_job(fetch(queue, job.id))
+    assert status.status == "canceled"
+    assert status.result is None
+    assert status.error is None
+    assert FakeEngine.loads == 0
+    assert list(worker_settings.upload_dir.iterdir()) == []
+    assert redis.zrange(due_key(queue.name), 0, -1) == [job.id.encode()]
+
+
+@pytest.mark.usefixtures("runtime")
+def test_running_job_stops_on_rqs_stop_command(
+    queue: Queue, redis: fakeredis.FakeRedis, worker_settings: Settings, tone_wav: Path
+) -> None:
+    job = submit(queue, worker_settings, tone_wav, sleep_s=1.5)
+    follower = submit(queue, worker_settings, tone_wav)
+    sent = threading.Event()
+
+    def stop_when_started() -> None:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if fetch(queue, job.id).get_status() == RQStatus.STARTED:
+                try:
+                    send_stop_job_command(redis, job.id, serializer=queue.serializer)
+                except InvalidJobOperation:  # started, but not yet registered to its worker
+                    time.sleep(0.01)
+                    continue
+                sent.set()
+                return
+            time.sleep(0.01)
+
+    stopper = threading.Thread(target=stop_when_started)
+    stopper.start()
+    work(queue, redis, worker_settings)
+    stopper.join()
+    assert sent.is_set()
+    stopped = describe_job(fetch(queue, job.id))
+    assert stopped.status == "canceled"
+    assert stopped.result is None
+    assert not Path(job.kwargs["audio_path"]).exists()
+    assert describe_job(fetch(queue, follower.id)).status == "finished"
+
+
+@pytest.mark.usefixtures("runtime")
+def test_finished_job_with_callback_is_scheduled_once(
+    queue: Queue, redis: fakeredis.FakeRedis, worker_settings: Settings, tone_wav: Path
+) -> None:
+    job = submit(queue, worker_settings, tone_wav, callback_url=HOOK)
+    plain = submit(queue, worker_settings, tone_wav)
+    work(queue, redis, worker_settings)
+    assert describe_job(fetch(queue, job.id)).status == "finished"
+    assert redis.zrange(due_key(queue.name), 0, -1) == [job.id.encode()]
+    assert schedule_delivery(fetch(queue, job.id), worker_settings) is False
+    assert schedule_delivery(fetch(queue, plain.id), worker_settings) is False
+
+
+@pytest.mark.usefixtures("runtime")
+def test_abandoned_job_that_fails_for_good_gets_its_webhook(
+    queue: Queue, redis: fakeredis.FakeRedis, worker_settings: Settings, tone_wav: Path
+) -> None:
+    worker_settings.job_retries = 0
+    job = submit(queue, worker_settings, tone_wav, callback_url=HOOK)
+    doomed = TranscriptionWorker(
+        [queue], connection=redis, serializer=queue.serializer, settings=worker_settings
+    )
+    dequeued = queue.dequeue_any([queue], None, connection=redis, serializer=queue.serializer)
+    assert dequeued is not None
+    doomed.prepare_execution(dequeued[0])
+    doomed.prepare_job_execution(dequeued[0])
+    later = time.time() + worker_settings.heartbeat_ttl_s + 1
+    run_maintenance(queue, now=later, settings=worker_settings)
+    assert describe_job(fetch(queue, job.id)).status == "failed"
+    assert redis.zrange(due_key(queue.name), 0, -1) == [job.id.encode()]
+
+
+class FakeReceiver:
+    """Answers each POST with the next status code (or raises), and keeps what it got."""
+
+    def __init__(self, answers: list[int | Exception]) -> None:
+        self.answers = answers
+        self.received: list[tuple[str, bytes, dict[str, str]]] = []
+
+    def __call__(
+        self, url: str, body: bytes, headers: dict[str, str], policy: OutboundPolicy, timeout: float
+    ) -> int:
+        del timeout
+        policy.vet(url)
+        self.received.append((url, body, headers))
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def public_dns(host: str, port: int) -> list[IPAddress]:
+    del port
+    answers = {"hooks.example.com": "93.184.216.34", "internal.example.com": "10.0.0.9"}
+    if host not in answers:
+        raise OutboundRefused(f"host {host!r} cannot be resolved")
+    return [ipaddress.ip_address(answers[host])]
+
+
+@pytest.fixture
+def ended_job(runtime: Runtime, queue: Queue, redis: fakeredis.FakeRedis, tone_wav: Path) -> Job:
+    """A finished job that asked for a webhook."""
+    job = submit(queue, runtime.settings, tone_wav, callback_url=HOOK)
+    work(queue, redis, runtime.settings)
+    return fetch(queue, job.id)
+
+
+def deliver(
+    queue: Queue, settings: Settings, job: Job, receiver: FakeReceiver
+) -> tuple[str, dict[str, Any]]:
+    attempt = attempt_delivery(
+        queue.connection, queue.name, job.id, settings, OutboundPolicy("", public_dns), receiver
+    )
+    state = describe_job(fetch(queue, job.id)).webhook
+    assert state is not None
+    return attempt.outcome, state.model_dump()
+
+
+def test_delivery_is_signed_status_json(
+    queue: Queue, worker_settings: Settings, ended_job: Job
+) -> None:
+    receiver = FakeReceiver([200])
+    outcome, state = deliver(queue, worker_settings, ended_job, receiver)
+    assert outcome == "delivered"
+    url, body, headers = receiver.received[0]
+    assert url == HOOK
+    verify(SECRET, body, headers[TIMESTAMP_HEADER], headers[SIGNATURE_HEADER])
+    payload = json.loads(body)
+    assert payload["job_id"] == ended_job.id
+    assert payload["status"] == "finished"
+    assert payload["result"]["text"] == "w0"
+    assert "webhook" not in payload
+    assert state["state"] == "delivered"
+    assert state["attempts"] == 1
+    assert state["last_status_code"] == 200
+    assert isinstance(state["delivered_at"], datetime)
+
+
+def test_delivery_retries_with_backoff_then_gives_up(
+    queue: Queue, worker_settings: Settings, ended_job: Job
+) -> None:
+    receiver = FakeReceiver([503, OSError("connection reset")])
+    outcome, state = deliver(queue, worker_settings, ended_job, receiver)
+    assert (outcome, state["state"], state["attempts"]) == ("retry", "retrying", 1)
+    assert state["last_status_code"] == 503
+    assert state["next_attempt_at"] is not None
+    receiver.answers = [429, 500]
+    outcome, state = deliver(queue, worker_settings, ended_job, receiver)
+    assert (outcome, state["attempts"]) == ("retry", 2)
+    outcome, state = deliver(queue, worker_settings, ended_job, receiver)
+    assert (outcome, state["state"], state["attempts"]) == ("failed", "failed", 3)
+    assert state["next_attempt_at"] is None
+    bodies = {body for _, body, _ in receiver.received}
+    assert len(bodies) == 1, "every attempt carries the same body"
+
+
+@pytest.mark.parametrize("code", [400, 401, 404, 301])
+def test_client_errors_are_not_retried(
+    queue: Queue, worker_settings: Settings, ended_job: Job, code: int
+) -> None:
+    outcome, state = deliver(queue, worker_settings, ended_job, FakeReceiver([code]))
+    assert (outcome, state["state"], state["last_status_code"]) == ("failed", "failed", code)
+
+
+def test_callback_now_resolving_to_a_private_address_is_refused_unsent(
+    queue: Queue, worker_settings: Settings, ended_job: Job
+) -> None:
+    ended_job.meta["callback_url"] = "https://internal.example.com/hook"
+    ended_job.save_meta()
+    receiver = FakeReceiver([200])
+    outcome, state = deliver(queue, worker_settings, ended_job, receiver)
+    assert (outcome, state["state"]) == ("failed", "failed")
+    assert "private" in state["last_error"]
+    assert receiver.received == []
+
+
+def test_delivery_without_a_secret_fails_unsent(
+    queue: Queue, worker_settings: Settings, ended_job: Job
+) -> None:
+    worker_settings.webhook_secret = None
+    receiver = FakeReceiver([200])
+    outcome, state = deliver(queue, worker_settings, ended_job, receiver)
+    assert outcome == "failed"
+    assert "WEBHOOK_SECRET" in state["last_error"]
+    assert receiver.received == []
+
+
+def test_claims_are_leased(redis: fakeredis.FakeRedis) -> None:
+    redis.zadd(due_key("q"), {"a": 100.0, "b": 200.0})
+    assert claim_due(redis, "q", lease_s=50, now=150.0) == "a"
+    assert claim_due(redis, "q", lease_s=50, now=150.0) is None  # a is leased till 200
+    assert claim_due(redis, "q", lease_s=50, now=201.0) == "a"  # lease over: a deliverer died
+    assert claim_due(redis, "q", lease_s=50, now=201.0) == "b"
+
+
+def test_delivery_thread_delivers_due_webhooks(
+    queue: Queue, worker_settings: Settings, ended_job: Job, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    receiver = FakeReceiver([502, 200])
+    worker_settings.webhook_retry_base_s = 0
+    monkeypatch.setattr("worker.webhooks.post_vetted", receiver)
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=run_deliveries,
+        args=(queue.connection, queue.name, worker_settings, stop, OutboundPolicy("", public_dns)),
+    )
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and len(receiver.received) < 2:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        thread.join()
+    webhook = describe_job(fetch(queue, ended_job.id)).webhook
+    assert webhook is not None
+    assert (webhook.state, webhook.attempts) == ("delivered", 2)
+    assert queue.connection.zcard(due_key(queue.name)) == 0
