@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from bench.engine_ceiling import makespan as direct_makespan
 from bench.harness import (
     SHORT_AUDIO,
     Options,
@@ -77,7 +78,8 @@ def measure(
 
 
 def scaling(service: Service, client: httpx.Client, report: Report, options: Options) -> None:
-    """One worker using every core against two workers with half the cores each (the target).
+    """One worker using every core against two workers with half the cores each (the target),
+    beside the same two layouts of direct engine calls with no service (the engine's ceiling).
 
     Full runs add two comparisons that explain it: two workers against one with the same threads
     per worker (does the service itself scale?), and two workers that each use every core
@@ -90,14 +92,47 @@ def scaling(service: Service, client: httpx.Client, report: Report, options: Opt
         comparisons += [(pair, Phase(1, half), None), (Phase(2, options.cores), pair, None)]
     phases = list(dict.fromkeys(phase for compared in comparisons for phase in compared[:2]))
     results = {phase: measure(service, client, options, phase) for phase in phases}
+    stop_workers(service)
     jobs = options.scaling_jobs
+    direct = {
+        phase: {
+            engine: direct_makespan(options, engine, phase.workers, phase.threads, jobs)
+            for engine in options.engines
+        }
+        for phase in (single, pair)
+    }
     report.details["scaling"] = {
         phase.label: {engine: {"jobs": jobs, "seconds": s} for engine, s in by_engine.items()}
         for phase, by_engine in results.items()
     }
+    report.details["scaling_direct"] = {
+        phase.label: {engine: {"jobs": jobs, "seconds": s} for engine, s in by_engine.items()}
+        for phase, by_engine in direct.items()
+    }
     for engine in options.engines:
-        if not options.quick:
-            report.findings.append(_ceiling(engine, results, single, pair, Phase(1, half)))
+        report.add(
+            Row(
+                "scaling",
+                f"{engine}: direct calls, no service: {jobs} x {SHORT_AUDIO.name}, "
+                f"{_processes(pair)} vs {_processes(single)} (the engine's own ceiling)",
+                "jobs/s",
+                jobs / direct[pair][engine],
+                reference=jobs / direct[single][engine],
+                reference_label=_processes(single),
+            )
+        )
+        report.add(
+            Row(
+                "scaling",
+                f"{engine}: {jobs} x {SHORT_AUDIO.name}, service with {pair.label} vs direct "
+                f"calls in {_processes(pair)}",
+                "jobs/s",
+                jobs / results[pair][engine],
+                reference=jobs / direct[pair][engine],
+                reference_label=f"direct, {_processes(pair)}",
+            )
+        )
+        report.findings.append(_ceiling(engine, results, direct, single, pair))
         for measured, baseline, target in comparisons:
             report.add(
                 Row(
@@ -112,21 +147,26 @@ def scaling(service: Service, client: httpx.Client, report: Report, options: Opt
             )
 
 
+def _processes(phase: Phase) -> str:
+    """The phase's label for direct calls: processes instead of workers."""
+    return phase.label.replace("worker", "process").replace("processs", "processes")
+
+
 def _ceiling(
     engine: str,
     results: dict[Phase, dict[str, float]],
+    direct: dict[Phase, dict[str, float]],
     single: Phase,
     pair: Phase,
-    single_half: Phase,
 ) -> str:
-    """What two workers can gain at best, given how much one job gains from more threads."""
-    speedup = results[single_half][engine] / results[single][engine]
-    ceiling = 2 / speedup
+    """What two workers can gain at best (the engine called directly in as many processes),
+    and how much of it the service keeps."""
+    ceiling = direct[single][engine] / direct[pair][engine]
     achieved = results[single][engine] / results[pair][engine]
-    horizontal = results[single_half][engine] / results[pair][engine]
     return (
-        f"Scaling, {engine}: one job runs {speedup:.2f}x as fast on {single.threads} threads as "
-        f"on {single_half.threads}, so two workers on {pair.threads} thread(s) each can reach at "
-        f"most {ceiling:.2f}x one worker on {single.threads}; they reach {achieved:.2f}x, and "
-        f"{horizontal:.2f}x one worker on {single_half.threads} (2.00 would be perfect)."
+        f"Scaling, {engine}: called directly with no service, {_processes(pair)} each run "
+        f"{ceiling:.2f}x the jobs of {_processes(single)}: that is the most a second worker can "
+        f"add on these cores, "
+        f"because one job already gains from a second thread. Through the service, "
+        f"{pair.label} reach {achieved:.2f}x {single.label}, {achieved / ceiling:.0%} of it."
     )
