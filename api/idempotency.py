@@ -12,7 +12,9 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Annotated, Any
 
+from fastapi import Header, HTTPException
 from redis import Redis
 from redis.exceptions import RedisError, WatchError
 from rq import Queue
@@ -23,6 +25,19 @@ from config import Settings
 HEADER = "Idempotency-Key"
 KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"
 """What a key may be: 1 to 255 visible ASCII characters (a UUID is the usual choice)."""
+
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias=HEADER,
+        pattern=KEY_PATTERN,
+        description=(
+            "Makes retries safe: the same key with the same request returns the first "
+            "request's job (200) instead of queueing another; with a different file, URL or "
+            "fields, 409."
+        ),
+    ),
+]
 
 PENDING = "pending"
 DONE = "done"
@@ -37,6 +52,11 @@ class IdempotencyConflict(Exception):
         self.detail = detail
         self.retry_after_s = retry_after_s
 
+    def as_http(self) -> HTTPException:
+        """The 409 answer, with Retry-After when waiting can help."""
+        headers = {"Retry-After": str(self.retry_after_s)} if self.retry_after_s else None
+        return HTTPException(self.status_code, self.detail, headers)
+
 
 @dataclass(frozen=True)
 class Fingerprint:
@@ -44,6 +64,13 @@ class Fingerprint:
 
     file_sha256: str
     fields_sha256: str
+
+    @classmethod
+    def of_json(cls, body: Mapping[str, Any]) -> Fingerprint:
+        """A JSON request's fingerprint (no file: its URL is among the fields)."""
+        return cls.of(
+            "", {name: json.dumps(value) for name, value in body.items() if value is not None}
+        )
 
     @classmethod
     def of(cls, file_sha256: str, fields: Mapping[str, str]) -> Fingerprint:
@@ -111,7 +138,7 @@ def claim(
             )
         if earlier.get("fields_sha256") != fingerprint.fields_sha256:
             raise IdempotencyConflict(
-                f"this {HEADER} was already used with different form fields (job "
+                f"this {HEADER} was already used with different fields (job "
                 f"{earlier.get('job_id')}); use a new key for a different request"
             )
         earlier_job = str(earlier.get("job_id"))
@@ -161,6 +188,8 @@ class KeyedSubmission:
     settings: Settings
     key: str | None
     fingerprint: Fingerprint
+    pending_ttl_s: int
+    """How long a claim lasts before its job exists: longer than the request's own work."""
     claimed: Claim | None = None
 
     async def begin(self, job_id: str) -> str | None:
@@ -173,7 +202,7 @@ class KeyedSubmission:
             redis_key(self.queue.name, self.key),
             job_id,
             self.fingerprint,
-            int(self.settings.ffprobe_timeout_s) + 30,  # a claim outlives its request's probe
+            self.pending_ttl_s,
             lambda earlier: self.queue.fetch_job(earlier) is not None,
         )
         if isinstance(outcome, str):

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Header, HTTPException, Request, Response
+from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import OutboundPolicyDep, QueueDep, SettingsDep
-from api.idempotency import HEADER, KEY_PATTERN, Fingerprint, IdempotencyConflict, KeyedSubmission
+from api.idempotency import (
+    Fingerprint,
+    IdempotencyConflict,
+    IdempotencyKeyHeader,
+    KeyedSubmission,
+)
 from api.schemas import ErrorBody, JobAccepted, TranscribeForm
 from api.submission import Submission, accept_saved_file, check_callback, check_fields
 from api.uploads import ReceivedForm, UploadError, receive_form
@@ -20,18 +25,6 @@ from config import Settings
 router = APIRouter(tags=["jobs"])
 
 UPLOAD_SCHEMA_NAME = "TranscribeUpload"
-
-IdempotencyKeyHeader = Annotated[
-    str | None,
-    Header(
-        alias=HEADER,
-        pattern=KEY_PATTERN,
-        description=(
-            "Makes retries safe: the same key with the same file and fields returns the first "
-            "request's job (200) instead of queueing another; with a different file, 409."
-        ),
-    ),
-]
 
 
 def upload_schema() -> tuple[dict[str, Any], dict[str, Any]]:
@@ -105,7 +98,12 @@ async def transcribe(
     except UploadError as error:
         raise HTTPException(error.status_code, error.detail) from None
     keyed = KeyedSubmission(
-        queue, settings, idempotency_key, Fingerprint.of(form.sha256 or "", form.fields)
+        queue,
+        settings,
+        idempotency_key,
+        Fingerprint.of(form.sha256 or "", form.fields),
+        # A claim outlives its request's probe.
+        pending_ttl_s=int(settings.ffprobe_timeout_s) + 30,
     )
     try:
         submission = _parse_fields(form, settings)
@@ -115,10 +113,7 @@ async def transcribe(
         try:
             earlier_job_id = await keyed.begin(job_id)
         except IdempotencyConflict as conflict:
-            headers = (
-                {"Retry-After": str(conflict.retry_after_s)} if conflict.retry_after_s else None
-            )
-            raise HTTPException(conflict.status_code, conflict.detail, headers) from None
+            raise conflict.as_http() from None
         if earlier_job_id is not None:
             form.discard()
             response.headers["Location"] = f"/status/{earlier_job_id}"

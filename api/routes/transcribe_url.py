@@ -5,13 +5,27 @@ from __future__ import annotations
 import uuid
 
 from fastapi import APIRouter, HTTPException, Response
+from rq import Queue
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import OutboundPolicyDep, QueueDep, SettingsDep
+from api.idempotency import (
+    Fingerprint,
+    IdempotencyConflict,
+    IdempotencyKeyHeader,
+    KeyedSubmission,
+)
 from api.schemas import ErrorBody, JobAccepted, TranscribeUrlRequest
-from api.submission import accept_saved_file, check_callback, check_fields, validation_error
+from api.submission import (
+    Submission,
+    accept_saved_file,
+    check_callback,
+    check_fields,
+    validation_error,
+)
 from api.url_input import DownloadError, download
-from common.outbound import OutboundRefused
+from common.outbound import OutboundPolicy, OutboundRefused
+from config import Settings
 
 router = APIRouter(tags=["jobs"])
 
@@ -22,6 +36,7 @@ router = APIRouter(tags=["jobs"])
     summary="Queue the transcription of audio the server downloads from a URL",
     responses={
         400: {"model": ErrorBody, "description": "The body is not valid JSON."},
+        409: {"model": ErrorBody, "description": "Idempotency-Key reused for another request."},
         413: {"model": ErrorBody, "description": "File or audio longer than the limits."},
         415: {"model": ErrorBody, "description": "The content is not audio."},
         422: {"description": "Invalid fields, or a URL or callback_url the server refuses."},
@@ -37,17 +52,55 @@ async def transcribe_url(
     settings: SettingsDep,
     queue: QueueDep,
     policy: OutboundPolicyDep,
+    idempotency_key: IdempotencyKeyHeader = None,
 ) -> JobAccepted:
     """Download `url` (http or https, public addresses only, URL_DOWNLOAD_TIMEOUT_S, the upload
     size limit), check it is audio, and enqueue the job; poll the `Location` URL.
 
     The address rules apply after DNS resolution and at every redirect, unless the host is in
-    OUTBOUND_ALLOWLIST.
+    OUTBOUND_ALLOWLIST. With an Idempotency-Key, a retry of the same request returns the first
+    request's job without downloading again.
     """
     submission = check_fields(body, settings)
     await check_callback(submission, policy)
     await run_in_threadpool(queue.connection.ping)
     settings.upload_dir.mkdir(parents=True, exist_ok=True)
+    keyed = KeyedSubmission(
+        queue,
+        settings,
+        idempotency_key,
+        Fingerprint.of_json(body.model_dump(mode="json")),
+        # A claim outlives its request's download and probe.
+        pending_ttl_s=int(settings.url_download_timeout_s + settings.ffprobe_timeout_s) + 30,
+    )
+    job_id = str(uuid.uuid4())
+    try:
+        earlier_job_id = await keyed.begin(job_id)
+    except IdempotencyConflict as conflict:
+        raise conflict.as_http() from None
+    if earlier_job_id is not None:
+        response.headers["Location"] = f"/status/{earlier_job_id}"
+        response.headers["Idempotent-Replayed"] = "true"
+        return JobAccepted(job_id=earlier_job_id)
+    try:
+        await _download_and_enqueue(body, settings, queue, policy, job_id, submission)
+    except BaseException:
+        await keyed.abort()
+        raise
+    await keyed.commit()
+    response.headers["Location"] = f"/status/{job_id}"
+    return JobAccepted(job_id=job_id)
+
+
+async def _download_and_enqueue(
+    body: TranscribeUrlRequest,
+    settings: Settings,
+    queue: Queue,
+    policy: OutboundPolicy,
+    job_id: str,
+    submission: Submission,
+) -> None:
+    """Fetch the URL into the uploads folder, check it, and enqueue job `job_id`."""
     try:
         downloaded = await download(
             body.url,
@@ -61,7 +114,6 @@ async def transcribe_url(
         raise validation_error(("url",), f"url refused: {refused.reason}", body.url) from None
     except DownloadError as error:
         raise HTTPException(error.status_code, error.detail) from None
-    job_id = str(uuid.uuid4())
     try:
         await accept_saved_file(
             queue,
@@ -74,5 +126,3 @@ async def transcribe_url(
     except BaseException:
         downloaded.discard()
         raise
-    response.headers["Location"] = f"/status/{job_id}"
-    return JobAccepted(job_id=job_id)

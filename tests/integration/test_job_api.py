@@ -246,6 +246,27 @@ def test_url_input_limits(api: httpx.Client, receiver: Receiver, jobs_service: S
     assert not any(jobs_service.upload_dir.iterdir())
 
 
+def test_url_input_with_an_idempotency_key_downloads_once(
+    api: httpx.Client, receiver: Receiver
+) -> None:
+    body = {"url": f"{receiver.url}/audio/jfk.flac", "engine": "whisperx", "language": "en"}
+    headers = {"Idempotency-Key": "url-retry-1"}
+    first = api.post("/transcribe/url", json=body, headers=headers)
+    assert first.status_code == 200, first.text
+    downloads = receiver.fetched.count("/audio/jfk.flac")
+    retry = api.post("/transcribe/url", json=body, headers=headers)
+    assert retry.status_code == 200, retry.text
+    assert retry.json()["job_id"] == first.json()["job_id"]
+    assert retry.headers["idempotent-replayed"] == "true"
+    assert receiver.fetched.count("/audio/jfk.flac") == downloads, "the retry downloaded again"
+    other = api.post(
+        "/transcribe/url", json={**body, "url": f"{receiver.url}/audio/jfk"}, headers=headers
+    )
+    assert other.status_code == 409, other.text
+    assert first.json()["job_id"] in other.json()["detail"]
+    assert wait_for_job(api, first.json()["job_id"])["status"] == "finished"
+
+
 def test_cancel_a_queued_and_a_running_job(api: httpx.Client, jobs_service: Service) -> None:
     running = submit(api, MULTILINGUAL, "whisperx")
     queued = submit(api, JFK, "whisperx")

@@ -68,7 +68,7 @@ def test_same_key_with_other_fields_is_409(client: TestClient, tone_wav: Path) -
     assert post(client, tone_wav, "order-19").status_code == 200
     clash = post(client, tone_wav, "order-19", language="en")
     assert clash.status_code == 409
-    assert "different form fields" in clash.json()["detail"]
+    assert "different fields" in clash.json()["detail"]
 
 
 def test_without_a_key_each_upload_is_a_job(

@@ -8,9 +8,10 @@ from tests.audio import REPO_ROOT
 
 def test_every_setting_is_documented_with_its_default() -> None:
     readme = (REPO_ROOT / "README.md").read_text()
+    section = readme.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
     rows = {
         line.split("|")[1].strip().strip("`"): line.split("|")[2].strip().strip("`")
-        for line in readme.splitlines()
+        for line in section.splitlines()
         if line.startswith("| `")
     }
     for name, field in Settings.model_fields.items():
