@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,11 +15,11 @@ from fastapi.testclient import TestClient
 from rq import Queue
 
 from api.deps import get_job_waiter, get_queue
-from api.jobs import enqueue_transcription
 from api.long_poll import JobEndWaiter
 from api.main import create_app
 from common.job_events import ended_key
 from config import Settings, get_settings
+from tests.unit.jobs import enqueue_audio
 from worker.engines.fake import FakeEngine
 from worker.rq_worker import TranscriptionWorker, run_maintenance
 from worker.runtime import Runtime, install_runtime
@@ -66,24 +65,6 @@ def client(
         yield test_client
 
 
-def submit(queue: Queue, settings: Settings, audio: Path, model: str = "tiny.en") -> str:
-    settings.upload_dir.mkdir(parents=True, exist_ok=True)
-    job_id = str(uuid.uuid4())
-    target = settings.upload_dir / f"{job_id}{audio.suffix}"
-    shutil.copy(audio, target)
-    enqueue_transcription(
-        queue,
-        settings,
-        job_id=job_id,
-        audio_path=str(target),
-        engine="whisperx",
-        model=model,
-        language=None,
-        duration_s=1.0,
-    )
-    return job_id
-
-
 def work(queue: Queue, settings: Settings) -> None:
     """Run every queued job in this (the main) thread, as `python -m worker` would."""
     worker = TranscriptionWorker(
@@ -101,7 +82,7 @@ def timed_get(client: TestClient, url: str) -> tuple[float, Any]:
 def test_every_waiter_is_answered_as_soon_as_the_job_ends(
     client: TestClient, queue: Queue, worker_settings: Settings, tone_wav: Path
 ) -> None:
-    job_id = submit(queue, worker_settings, tone_wav)
+    job_id = enqueue_audio(queue, worker_settings, tone_wav).id
     with ThreadPoolExecutor(2) as pool:
         waiters = [pool.submit(timed_get, client, f"/status/{job_id}?wait=20") for _ in range(2)]
         time.sleep(0.3)
@@ -118,7 +99,7 @@ def test_every_waiter_is_answered_as_soon_as_the_job_ends(
 def test_wait_ends_after_n_seconds_with_the_current_state(
     client: TestClient, queue: Queue, worker_settings: Settings, tone_wav: Path
 ) -> None:
-    job_id = submit(queue, worker_settings, tone_wav)
+    job_id = enqueue_audio(queue, worker_settings, tone_wav).id
     elapsed, response = timed_get(client, f"/status/{job_id}?wait=0.5")
     assert response.status_code == 200
     assert response.json()["status"] == "queued"
@@ -128,7 +109,7 @@ def test_wait_ends_after_n_seconds_with_the_current_state(
 def test_an_ended_job_is_answered_at_once(
     client: TestClient, queue: Queue, worker_settings: Settings, tone_wav: Path
 ) -> None:
-    job_id = submit(queue, worker_settings, tone_wav)
+    job_id = enqueue_audio(queue, worker_settings, tone_wav).id
     work(queue, worker_settings)
     queue.connection.delete(ended_key(queue.key, job_id))  # the signal has expired
     elapsed, response = timed_get(client, f"/status/{job_id}?wait=30")
@@ -139,7 +120,7 @@ def test_an_ended_job_is_answered_at_once(
 def test_a_failed_job_wakes_its_waiter(
     client: TestClient, queue: Queue, worker_settings: Settings, tone_wav: Path
 ) -> None:
-    job_id = submit(queue, worker_settings, tone_wav, model="broken")
+    job_id = enqueue_audio(queue, worker_settings, tone_wav, model="broken").id
     with ThreadPoolExecutor(1) as pool:
         waiter = pool.submit(timed_get, client, f"/status/{job_id}?wait=20")
         time.sleep(0.2)
@@ -165,7 +146,7 @@ def test_abandoned_job_is_announced_only_once_it_fails_for_good(
     queue: Queue, worker_settings: Settings, tone_wav: Path
 ) -> None:
     FakeEngine.loads = 0
-    job_id = submit(queue, worker_settings, tone_wav)
+    job_id = enqueue_audio(queue, worker_settings, tone_wav).id
     signal = ended_key(queue.key, job_id)
     for attempt in range(worker_settings.job_retries + 1):
         doomed = TranscriptionWorker(

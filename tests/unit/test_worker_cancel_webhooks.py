@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import shutil
 import threading
 import time
-import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -25,13 +23,13 @@ from rq.exceptions import InvalidJobOperation
 from rq.job import Job
 from rq.job import JobStatus as RQStatus
 
-from api.jobs import enqueue_transcription
 from common.cancellation import request_cancel
 from common.job_status import describe_job
 from common.outbound import IPAddress, OutboundPolicy, OutboundRefused
 from common.webhook_signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from common.webhooks import claim_due, due_key, schedule_delivery
 from config import Settings
+from tests.unit.jobs import enqueue_audio
 from worker.engines.fake import FakeEngine
 from worker.rq_worker import TranscriptionWorker, run_maintenance
 from worker.runtime import Runtime, install_runtime
@@ -64,31 +62,6 @@ def runtime(worker_settings: Settings) -> Runtime:
     return runtime
 
 
-def submit(
-    queue: Queue,
-    settings: Settings,
-    audio: Path,
-    sleep_s: float = 0.0,
-    callback_url: str | None = None,
-) -> Job:
-    settings.upload_dir.mkdir(parents=True, exist_ok=True)
-    job_id = str(uuid.uuid4())
-    target = settings.upload_dir / f"{job_id}{audio.suffix}"
-    shutil.copy(audio, target)
-    return enqueue_transcription(
-        queue,
-        settings,
-        job_id=job_id,
-        audio_path=str(target),
-        engine="whisperx",
-        model="tiny.en",
-        language=None,
-        duration_s=1.0,
-        options={"extra": {"sleep_s": sleep_s}} if sleep_s else None,
-        callback_url=callback_url,
-    )
-
-
 def work(queue: Queue, redis: fakeredis.FakeRedis, settings: Settings) -> None:
     TranscriptionWorker(
         [queue], connection=redis, serializer=queue.serializer, settings=settings
@@ -105,7 +78,7 @@ def fetch(queue: Queue, job_id: str) -> Job:
 def test_job_canceled_as_a_worker_takes_it_never_runs(
     queue: Queue, redis: fakeredis.FakeRedis, worker_settings: Settings, tone_wav: Path
 ) -> None:
-    job = submit(queue, worker_settings, tone_wav, callback_url=HOOK)
+    job = enqueue_audio(queue, worker_settings, tone_wav, callback_url=HOOK)
     request_cancel(redis, job, 60)  # the API's key, set just before the worker dequeued it
     work(queue, redis, worker_settings)
     status = describe_job(fetch(queue, job.id))
@@ -121,8 +94,8 @@ def test_job_canceled_as_a_worker_takes_it_never_runs(
 def test_running_job_stops_on_rqs_stop_command(
     queue: Queue, redis: fakeredis.FakeRedis, worker_settings: Settings, tone_wav: Path
 ) -> None:
-    job = submit(queue, worker_settings, tone_wav, sleep_s=1.5)
-    follower = submit(queue, worker_settings, tone_wav)
+    job = enqueue_audio(queue, worker_settings, tone_wav, sleep_s=1.5)
+    follower = enqueue_audio(queue, worker_settings, tone_wav)
     sent = threading.Event()
 
     def stop_when_started() -> None:
@@ -154,8 +127,8 @@ def test_running_job_stops_on_rqs_stop_command(
 def test_finished_job_with_callback_is_scheduled_once(
     queue: Queue, redis: fakeredis.FakeRedis, worker_settings: Settings, tone_wav: Path
 ) -> None:
-    job = submit(queue, worker_settings, tone_wav, callback_url=HOOK)
-    plain = submit(queue, worker_settings, tone_wav)
+    job = enqueue_audio(queue, worker_settings, tone_wav, callback_url=HOOK)
+    plain = enqueue_audio(queue, worker_settings, tone_wav)
     work(queue, redis, worker_settings)
     assert describe_job(fetch(queue, job.id)).status == "finished"
     assert redis.zrange(due_key(queue.name), 0, -1) == [job.id.encode()]
@@ -168,7 +141,7 @@ def test_abandoned_job_that_fails_for_good_gets_its_webhook(
     queue: Queue, redis: fakeredis.FakeRedis, worker_settings: Settings, tone_wav: Path
 ) -> None:
     worker_settings.job_retries = 0
-    job = submit(queue, worker_settings, tone_wav, callback_url=HOOK)
+    job = enqueue_audio(queue, worker_settings, tone_wav, callback_url=HOOK)
     doomed = TranscriptionWorker(
         [queue], connection=redis, serializer=queue.serializer, settings=worker_settings
     )
@@ -212,7 +185,7 @@ def public_dns(host: str, port: int) -> list[IPAddress]:
 @pytest.fixture
 def ended_job(runtime: Runtime, queue: Queue, redis: fakeredis.FakeRedis, tone_wav: Path) -> Job:
     """A finished job that asked for a webhook."""
-    job = submit(queue, runtime.settings, tone_wav, callback_url=HOOK)
+    job = enqueue_audio(queue, runtime.settings, tone_wav, callback_url=HOOK)
     work(queue, redis, runtime.settings)
     return fetch(queue, job.id)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
@@ -11,8 +10,9 @@ import pytest
 from rq import Queue
 from rq.job import JobStatus as RQStatus
 
-from api.jobs import describe_job, enqueue_transcription
+from api.jobs import describe_job
 from config import Settings
+from tests.unit.jobs import enqueue_audio
 from worker.engines.fake import FAILING_MODEL, FakeEngine
 from worker.rq_worker import TranscriptionWorker, run_maintenance
 from worker.runtime import Runtime, install_runtime
@@ -40,25 +40,6 @@ def runtime(worker_settings: Settings) -> Runtime:
     return runtime
 
 
-def submit(queue: Queue, settings: Settings, audio: Path, model: str = "tiny.en") -> str:
-    settings.upload_dir.mkdir(parents=True, exist_ok=True)
-    job_id = f"{time.time_ns():032x}"[-12:]
-    job_id = f"00000000-0000-4000-8000-{job_id}"
-    target = settings.upload_dir / f"{job_id}{audio.suffix}"
-    shutil.copy(audio, target)
-    enqueue_transcription(
-        queue,
-        settings,
-        job_id=job_id,
-        audio_path=str(target),
-        engine="whisperx",
-        model=model,
-        language=None,
-        duration_s=1.0,
-    )
-    return job_id
-
-
 def work(queue: Queue, redis: fakeredis.FakeRedis, settings: Settings) -> None:
     worker = TranscriptionWorker(
         [queue], connection=redis, serializer=queue.serializer, settings=settings
@@ -73,7 +54,7 @@ def test_job_finishes_with_transcript_and_upload_removed(
     worker_settings: Settings,
     tone_wav: Path,
 ) -> None:
-    job_id = submit(queue, worker_settings, tone_wav)
+    job_id = enqueue_audio(queue, worker_settings, tone_wav).id
     work(queue, redis, worker_settings)
     job = queue.fetch_job(job_id)
     assert job is not None
@@ -95,8 +76,8 @@ def test_two_jobs_load_the_model_once(
     runtime: Runtime,
     tone_wav: Path,
 ) -> None:
-    first = submit(queue, worker_settings, tone_wav)
-    second = submit(queue, worker_settings, tone_wav)
+    first = enqueue_audio(queue, worker_settings, tone_wav).id
+    second = enqueue_audio(queue, worker_settings, tone_wav).id
     work(queue, redis, worker_settings)
     assert FakeEngine.loads == 1
     assert runtime.cache.loads == 1
@@ -113,7 +94,7 @@ def test_model_that_cannot_load_fails_without_retry(
     worker_settings: Settings,
     tone_wav: Path,
 ) -> None:
-    job_id = submit(queue, worker_settings, tone_wav, model=FAILING_MODEL)
+    job_id = enqueue_audio(queue, worker_settings, tone_wav, model=FAILING_MODEL).id
     work(queue, redis, worker_settings)
     job = queue.fetch_job(job_id)
     assert job is not None
@@ -134,7 +115,7 @@ def test_undecodable_audio_fails_with_a_readable_error(
 ) -> None:
     garbage = tmp_path / "garbage.wav"
     garbage.write_bytes(b"\x13" * 4096)
-    job_id = submit(queue, worker_settings, garbage)
+    job_id = enqueue_audio(queue, worker_settings, garbage).id
     work(queue, redis, worker_settings)
     status = describe_job(queue.fetch_job(job_id))  # type: ignore[arg-type]
     assert status.status == "failed"
@@ -149,7 +130,7 @@ def test_abandoned_job_is_retried_then_failed(
     worker_settings: Settings,
     tone_wav: Path,
 ) -> None:
-    job_id = submit(queue, worker_settings, tone_wav)
+    job_id = enqueue_audio(queue, worker_settings, tone_wav).id
     for attempt in range(worker_settings.job_retries + 1):
         # A worker takes the job, registers it as started, and dies without a word.
         doomed = TranscriptionWorker(
