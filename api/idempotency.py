@@ -193,18 +193,24 @@ class KeyedSubmission:
     claimed: Claim | None = None
 
     async def begin(self, job_id: str) -> str | None:
-        """Claim the key for `job_id`; returns the earlier job's id when this is a replay."""
+        """Claim the key for `job_id`; returns the earlier job's id when this is a replay.
+
+        Raises the 409 HTTPException when the key cannot be used for this request.
+        """
         if self.key is None:
             return None
-        outcome = await run_in_threadpool(
-            claim,
-            self.queue.connection,
-            redis_key(self.queue.name, self.key),
-            job_id,
-            self.fingerprint,
-            self.pending_ttl_s,
-            lambda earlier: self.queue.fetch_job(earlier) is not None,
-        )
+        try:
+            outcome = await run_in_threadpool(
+                claim,
+                self.queue.connection,
+                redis_key(self.queue.name, self.key),
+                job_id,
+                self.fingerprint,
+                self.pending_ttl_s,
+                lambda earlier: self.queue.fetch_job(earlier) is not None,
+            )
+        except IdempotencyConflict as conflict:
+            raise conflict.as_http() from None
         if isinstance(outcome, str):
             return outcome
         self.claimed = outcome

@@ -16,14 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fastapi import HTTPException
+from fastapi import HTTPException, Response
 from fastapi.exceptions import RequestValidationError
 from rq import Queue
 from starlette.concurrency import run_in_threadpool
 
 from api.jobs import enqueue_transcription
 from api.probe import ProbeError, probe_audio
-from api.schemas import TranscribeForm
+from api.schemas import JobAccepted, TranscribeForm
 from common.catalog import KNOWN_MODELS, EngineName, is_english_only
 from common.media import ALLOWED_DEMUXERS
 from common.outbound import OutboundPolicy, OutboundRefused
@@ -183,3 +183,14 @@ async def accept_saved_file(
             final_path.unlink()
         raise
     return final_path
+
+
+def accepted(response: Response, job_id: str, *, replayed: bool = False) -> JobAccepted:
+    """The 200 answer for a queued job: its id, and its status URL in `Location`.
+
+    `replayed` marks the answer to a retry with the same Idempotency-Key.
+    """
+    response.headers["Location"] = f"/status/{job_id}"
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return JobAccepted(job_id=job_id)

@@ -13,12 +13,17 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import OutboundPolicyDep, QueueDep, SettingsDep
 from api.idempotency import (
     Fingerprint,
-    IdempotencyConflict,
     IdempotencyKeyHeader,
     KeyedSubmission,
 )
 from api.schemas import ErrorBody, JobAccepted, TranscribeForm
-from api.submission import Submission, accept_saved_file, check_callback, check_fields
+from api.submission import (
+    Submission,
+    accept_saved_file,
+    accepted,
+    check_callback,
+    check_fields,
+)
 from api.uploads import ReceivedForm, UploadError, receive_form
 from config import Settings
 
@@ -110,15 +115,10 @@ async def transcribe(
         await check_callback(submission, policy)
         assert form.file_path is not None
         job_id = str(uuid.uuid4())
-        try:
-            earlier_job_id = await keyed.begin(job_id)
-        except IdempotencyConflict as conflict:
-            raise conflict.as_http() from None
+        earlier_job_id = await keyed.begin(job_id)
         if earlier_job_id is not None:
             form.discard()
-            response.headers["Location"] = f"/status/{earlier_job_id}"
-            response.headers["Idempotent-Replayed"] = "true"
-            return JobAccepted(job_id=earlier_job_id)
+            return accepted(response, earlier_job_id, replayed=True)
         form.file_path = await accept_saved_file(
             queue,
             settings,
@@ -132,5 +132,4 @@ async def transcribe(
         await keyed.abort()
         raise
     await keyed.commit()
-    response.headers["Location"] = f"/status/{job_id}"
-    return JobAccepted(job_id=job_id)
+    return accepted(response, job_id)

@@ -11,7 +11,6 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import OutboundPolicyDep, QueueDep, SettingsDep
 from api.idempotency import (
     Fingerprint,
-    IdempotencyConflict,
     IdempotencyKeyHeader,
     KeyedSubmission,
 )
@@ -19,6 +18,7 @@ from api.schemas import ErrorBody, JobAccepted, TranscribeUrlRequest
 from api.submission import (
     Submission,
     accept_saved_file,
+    accepted,
     check_callback,
     check_fields,
     validation_error,
@@ -74,22 +74,16 @@ async def transcribe_url(
         pending_ttl_s=int(settings.url_download_timeout_s + settings.ffprobe_timeout_s) + 30,
     )
     job_id = str(uuid.uuid4())
-    try:
-        earlier_job_id = await keyed.begin(job_id)
-    except IdempotencyConflict as conflict:
-        raise conflict.as_http() from None
+    earlier_job_id = await keyed.begin(job_id)
     if earlier_job_id is not None:
-        response.headers["Location"] = f"/status/{earlier_job_id}"
-        response.headers["Idempotent-Replayed"] = "true"
-        return JobAccepted(job_id=earlier_job_id)
+        return accepted(response, earlier_job_id, replayed=True)
     try:
         await _download_and_enqueue(body, settings, queue, policy, job_id, submission)
     except BaseException:
         await keyed.abort()
         raise
     await keyed.commit()
-    response.headers["Location"] = f"/status/{job_id}"
-    return JobAccepted(job_id=job_id)
+    return accepted(response, job_id)
 
 
 async def _download_and_enqueue(
