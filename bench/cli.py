@@ -75,17 +75,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def require_cuda() -> None:
-    """Exit with a clear message unless torch and CTranslate2 both see a CUDA device."""
-    import ctranslate2
+def require_cuda(engines: tuple[str, ...]) -> None:
+    """Exit with a clear message unless the libraries of the chosen engines see a CUDA device.
+
+    Both engines need torch's CUDA; whisperx also needs CTranslate2's (a build against the
+    machine's CUDA), so a machine where only torch sees the GPU can still measure `timestamped`.
+    """
     import torch
 
-    if not torch.cuda.is_available() or ctranslate2.get_cuda_device_count() < 1:
+    visible = {"torch": torch.cuda.is_available()}
+    if EngineName.WHISPERX.value in engines:
+        import ctranslate2
+
+        visible["CTranslate2 (whisperx)"] = ctranslate2.get_cuda_device_count() > 0
+    if blind := [library for library, sees in visible.items() if not sees]:
         sys.exit(
-            "--device cuda needs a CUDA GPU that torch and CTranslate2 can use; none is visible "
-            f"here (torch.cuda.is_available()={torch.cuda.is_available()}, CTranslate2 CUDA "
-            f"devices={ctranslate2.get_cuda_device_count()}). Run on a GPU machine or use "
-            "--device cpu."
+            f"--device cuda needs a CUDA GPU that {' and '.join(visible)} can use; "
+            f"none is visible to {', '.join(blind)} here. Run on a GPU machine, choose other "
+            "--engines, or use --device cpu."
         )
 
 
@@ -118,10 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    if args.device == "cuda":
-        require_cuda()
     model = args.model or DEFAULT_MODELS[args.device]
     engines = tuple(name.strip() for name in args.engines.split(",") if name.strip())
+    if args.device == "cuda":
+        require_cuda(engines)
     cores = len(os.sched_getaffinity(0))
     workdir = RESULTS_DIR / "work"
     shutil.rmtree(workdir, ignore_errors=True)

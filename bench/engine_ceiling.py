@@ -9,11 +9,14 @@ JOBS times and prints the seconds it took.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import IO
 
 from bench.harness import SHORT_AUDIO, Options
 
@@ -39,44 +42,48 @@ def measure(engine: str, model: str, jobs: int) -> float:
 def makespan(options: Options, engine: str, processes: int, threads: int, jobs: int) -> float:
     """Seconds for `processes` concurrent processes on `threads` threads each to run `jobs`
     direct calls between them, all started at the same moment."""
+    # The repository first, then whatever the caller's environment already puts on the path.
+    python_path = [str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")]
     env = {
         **os.environ,
         **options.env(),
         "CPU_THREADS": str(threads),
-        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+        "PYTHONPATH": os.pathsep.join(filter(None, python_path)),
     }
     command = [sys.executable, "-m", "bench.engine_ceiling", engine, options.model]
-    procs = [
-        subprocess.Popen(
-            [*command, str(jobs // processes)],
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        for _ in range(processes)
-    ]
-    try:
-        for proc in procs:
-            _await_ready(proc, engine)
-        for proc in procs:
-            assert proc.stdin is not None
-            proc.stdin.write("go\n")
-            proc.stdin.flush()
-        seconds = []
-        for proc in procs:
-            out, _ = proc.communicate(timeout=900)
-            if proc.returncode != 0:
-                raise RuntimeError(f"direct {engine} process exited {proc.returncode}")
-            # Libraries may print to stdout too; the figure is the last line.
-            seconds.append(float(out.strip().splitlines()[-1]))
-        return max(seconds)
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+    with contextlib.ExitStack() as stack:
+        logs = [stack.enter_context(tempfile.TemporaryFile()) for _ in range(processes)]
+        procs = [
+            subprocess.Popen(
+                [*command, str(jobs // processes)],
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+            )
+            for log in logs
+        ]
+        try:
+            for proc, log in zip(procs, logs, strict=True):
+                _await_ready(proc, engine, log)
+            for proc in procs:
+                assert proc.stdin is not None
+                proc.stdin.write("go\n")
+                proc.stdin.flush()
+            seconds = []
+            for proc in procs:
+                out, _ = proc.communicate(timeout=900)
+                if proc.returncode != 0:
+                    raise RuntimeError(f"direct {engine} process exited {proc.returncode}")
+                # Libraries may print to stdout too; the figure is the last line.
+                seconds.append(float(out.strip().splitlines()[-1]))
+            return max(seconds)
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
 
 
 def _say(line: str) -> None:
@@ -85,13 +92,16 @@ def _say(line: str) -> None:
     sys.stdout.flush()
 
 
-def _await_ready(proc: subprocess.Popen[str], engine: str) -> None:
+def _await_ready(proc: subprocess.Popen[str], engine: str, stderr: IO[bytes]) -> None:
     """Read the process's output until it says it is warm (libraries may print first)."""
     assert proc.stdout is not None
     for line in proc.stdout:
         if line.strip() == READY:
             return
-    raise RuntimeError(f"direct {engine} process exited {proc.wait()} before it was ready")
+    code = proc.wait()
+    stderr.seek(0)
+    tail = stderr.read().decode("utf-8", "replace")[-2000:]
+    raise RuntimeError(f"direct {engine} process exited {code} before it was ready:\n{tail}")
 
 
 def main() -> None:
