@@ -99,7 +99,13 @@ async def transcribe(
     await run_in_threadpool(queue.connection.ping)
     settings.upload_dir.mkdir(parents=True, exist_ok=True)
     try:
-        form = await receive_form(request, settings.upload_dir, settings.max_file_size)
+        form = await receive_form(
+            request,
+            settings.upload_dir,
+            settings.max_file_size,
+            # The file's hash is part of an idempotency key's fingerprint, and needed only there.
+            hash_file=idempotency_key is not None,
+        )
     except UploadError as error:
         raise HTTPException(error.status_code, error.detail) from None
     keyed = KeyedSubmission(
