@@ -14,9 +14,11 @@ help: ## List the targets
 system-deps: ## Install ffmpeg and redis-server from Debian's packages when missing
 	@scripts/install-system-deps.sh
 
-$(STAMP): pyproject.toml uv.lock
+# Bytecode is compiled once here: where PYTHONDONTWRITEBYTECODE is set, every worker would
+# otherwise compile whisperx's import tree from source at start (38 s against 14 s here).
+$(STAMP): pyproject.toml uv.lock Makefile
 	@command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
-	uv sync --frozen --all-extras --group dev
+	uv sync --frozen --all-extras --group dev --compile-bytecode
 	@touch $(STAMP)
 
 setup: system-deps $(STAMP) ## Create .venv with the API, both engines and the dev tools
