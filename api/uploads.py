@@ -152,8 +152,9 @@ async def receive_form(
 ) -> ReceivedForm:
     """Parse a multipart/form-data body, writing the `file` part to a temporary file in upload_dir.
 
-    With `hash_file` the file's SHA-256 is computed as it streams (`ReceivedForm.sha256`); it
-    costs a quarter of the CPU time of an upload, so only requests that need it ask.
+    With `hash_file` the file's SHA-256 is computed as it streams (`ReceivedForm.sha256`). It
+    is a large share of an upload's CPU time (about 1.1 GB/s of SHA-256 here, against 0.6 GB/s
+    for receiving and parsing), so only requests that need it ask.
 
     Raises UploadError: 415 for a body that is not multipart, 413 as soon as the file passes
     `max_file_size` bytes, 400 for a disallowed extension or a malformed body. On any error no

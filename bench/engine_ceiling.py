@@ -72,10 +72,12 @@ def makespan(options: Options, engine: str, processes: int, threads: int, jobs: 
                 proc.stdin.write("go\n")
                 proc.stdin.flush()
             seconds = []
-            for proc in procs:
+            for proc, log in zip(procs, logs, strict=True):
                 out, _ = proc.communicate(timeout=900)
                 if proc.returncode != 0:
-                    raise RuntimeError(f"direct {engine} process exited {proc.returncode}")
+                    raise RuntimeError(
+                        f"direct {engine} process exited {proc.returncode}:\n{_tail(log)}"
+                    )
                 # Libraries may print to stdout too; the figure is the last line.
                 seconds.append(float(out.strip().splitlines()[-1]))
             return max(seconds)
@@ -99,9 +101,15 @@ def _await_ready(proc: subprocess.Popen[str], engine: str, stderr: IO[bytes]) ->
         if line.strip() == READY:
             return
     code = proc.wait()
+    raise RuntimeError(
+        f"direct {engine} process exited {code} before it was ready:\n{_tail(stderr)}"
+    )
+
+
+def _tail(stderr: IO[bytes]) -> str:
+    """The end of what a measuring process wrote to its stderr file."""
     stderr.seek(0)
-    tail = stderr.read().decode("utf-8", "replace")[-2000:]
-    raise RuntimeError(f"direct {engine} process exited {code} before it was ready:\n{tail}")
+    return stderr.read().decode("utf-8", "replace")[-2000:]
 
 
 def main() -> None:
