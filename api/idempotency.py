@@ -20,6 +20,7 @@ from redis.exceptions import RedisError, WatchError
 from rq import Queue
 from starlette.concurrency import run_in_threadpool
 
+from common.job_status import load_job, public_status
 from config import Settings
 
 HEADER = "Idempotency-Key"
@@ -91,6 +92,14 @@ class Claim:
     record: bytes
 
 
+@dataclass(frozen=True)
+class Replay:
+    """The key was used before with the same request: the job it made, and its status now."""
+
+    job_id: str
+    status: str
+
+
 def redis_key(queue_name: str, key: str) -> str:
     """Where a client's key is recorded; hashed, so any key makes a short, safe Redis name."""
     return f"{queue_name}:idempotency:{hashlib.sha256(key.encode()).hexdigest()}"
@@ -113,13 +122,14 @@ def claim(
     job_id: str,
     fingerprint: Fingerprint,
     pending_ttl_s: int,
-    job_exists: Callable[[str], bool],
-) -> Claim | str:
+    job_status: Callable[[str], str | None],
+) -> Claim | Replay:
     """Reserve `key` for a new job `job_id`, or find the job an earlier request made with it.
 
-    Returns a Claim when this request should create the job, or the earlier job's id when the
-    same key came with the same file and fields. Raises IdempotencyConflict (409) when the key
-    came with another file or other fields, or while the first request is still being handled.
+    Returns a Claim when this request should create the job, or a Replay when the same key came
+    with the same file and fields. Raises IdempotencyConflict (409) when the key came with
+    another file or other fields, or while the first request is still being handled.
+    `job_status` gives a job's current status, None while it is not saved (or no longer is).
     """
     record = _record(job_id, fingerprint, PENDING)
     for _ in range(3):
@@ -142,8 +152,9 @@ def claim(
                 f"{earlier.get('job_id')}); use a new key for a different request"
             )
         earlier_job = str(earlier.get("job_id"))
-        if job_exists(earlier_job):
-            return earlier_job
+        status = job_status(earlier_job)
+        if status is not None:
+            return Replay(earlier_job, status)
         if earlier.get("state") == DONE:
             # The job has expired (or was lost): the key is free again.
             _delete_if_unchanged(connection, key, existing)
@@ -192,8 +203,8 @@ class KeyedSubmission:
     """How long a claim lasts before its job exists: longer than the request's own work."""
     claimed: Claim | None = None
 
-    async def begin(self, job_id: str) -> str | None:
-        """Claim the key for `job_id`; returns the earlier job's id when this is a replay.
+    async def begin(self, job_id: str) -> Replay | None:
+        """Claim the key for `job_id`; returns the earlier job when this is a replay.
 
         Raises the 409 HTTPException when the key cannot be used for this request.
         """
@@ -207,14 +218,18 @@ class KeyedSubmission:
                 job_id,
                 self.fingerprint,
                 self.pending_ttl_s,
-                lambda earlier: self.queue.fetch_job(earlier) is not None,
+                self._job_status,
             )
         except IdempotencyConflict as conflict:
             raise conflict.as_http() from None
-        if isinstance(outcome, str):
+        if isinstance(outcome, Replay):
             return outcome
         self.claimed = outcome
         return None
+
+    def _job_status(self, job_id: str) -> str | None:
+        job = load_job(self.queue, job_id)
+        return public_status(job) if job is not None else None
 
     async def commit(self) -> None:
         """The job is enqueued: keep the key for as long as the job's result.

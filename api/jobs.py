@@ -11,6 +11,7 @@ from rq.job import Job
 
 from api.job_index import index_job
 from common.job_status import describe_job as describe_job
+from common.job_status import load_job
 from common.job_status import readable_error as readable_error
 from config import Settings
 
@@ -84,4 +85,4 @@ def fetch_job(queue: Queue, job_id: str) -> Job | None:
     """The job with this id, or None when the id is malformed, unknown or expired."""
     if not JOB_ID_PATTERN.match(job_id):
         return None
-    return queue.fetch_job(job_id)
+    return load_job(queue, job_id)

@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from redis.exceptions import RedisError
 from rq import Queue
 from rq.serializers import JSONSerializer
@@ -18,10 +19,15 @@ from starlette.concurrency import run_in_threadpool
 from api import av_probe
 from api.long_poll import MAX_WAIT_S, JobEndWaiter
 from api.routes import health, jobs, results, status, transcribe, transcribe_url
+from api.schemas import MODEL_NAME_SCHEMA, OFFERED_MODEL_MARK
+from api.submission import offered_models
 from common.redis_conn import connect_async_redis, connect_redis
 from config import Settings, get_settings
 
 log = logging.getLogger(__name__)
+
+STATIC_DOCS_URL = "/static/docs"
+"""Where the Swagger UI and ReDoc assets are served from (shipped by fastapi-offline)."""
 
 
 def _settings_of(app: FastAPI) -> Settings:
@@ -60,13 +66,30 @@ async def _redis_unavailable(request: Request, error: Exception) -> JSONResponse
     )
 
 
+def _refer_to_offered_models(node: Any) -> Any:
+    """Point every model field's schema (OFFERED_MODEL_MARK) at the ModelName component."""
+    if node == OFFERED_MODEL_MARK:
+        return {"$ref": f"#/components/schemas/{MODEL_NAME_SCHEMA}"}
+    if isinstance(node, dict):
+        for name, value in node.items():
+            node[name] = _refer_to_offered_models(value)
+    elif isinstance(node, list):
+        node[:] = [_refer_to_offered_models(value) for value in node]
+    return node
+
+
 def create_app() -> FastAPI:
-    """Build the API: routers, error mapping and the OpenAPI document."""
-    app = FastAPI(
+    """Build the API: routers, error mapping and the OpenAPI document.
+
+    /docs and /redoc load their scripts and styles from the service itself (STATIC_DOCS_URL),
+    so they work where no CDN can be reached.
+    """
+    app = FastAPIOffline(
         title="Transcription service",
         summary="Queue audio for whisperx or whisper-timestamped transcription on GPU workers.",
         version="0.1.0",
         lifespan=lifespan,
+        static_url=STATIC_DOCS_URL,
     )
     app.include_router(transcribe.router)
     app.include_router(transcribe_url.router)
@@ -88,6 +111,13 @@ def create_app() -> FastAPI:
             schemas = document.setdefault("components", {}).setdefault("schemas", {})
             schemas.update(definitions)
             schemas[transcribe.UPLOAD_SCHEMA_NAME] = body
+            _refer_to_offered_models(schemas)
+            schemas[MODEL_NAME_SCHEMA] = {
+                "title": MODEL_NAME_SCHEMA,
+                "type": "string",
+                "enum": offered_models(_settings_of(app)),
+                "description": "Models this server offers (ALLOWED_MODELS).",
+            }
             app.openapi_schema = document
         return app.openapi_schema
 

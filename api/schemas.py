@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
-from common.catalog import EngineName, Language, ModelName
+from common.catalog import EngineName, Language
 from common.job_status import JobStatus as JobStatus
 from common.job_status import Progress as Progress
 from common.job_status import WebhookDelivery as WebhookDelivery
 
 MAX_URL_LENGTH = 2048
+
+MODEL_NAME_SCHEMA = "ModelName"
+"""The OpenAPI component listing the models this server offers (see `api.main`)."""
+
+OFFERED_MODEL_MARK = {"type": "string", "x-choices": MODEL_NAME_SCHEMA}
+"""How a model field's schema looks until `api.main` points it at the server's choices."""
+
+OfferedModel = Annotated[str, WithJsonSchema(OFFERED_MODEL_MARK)]
+"""A model name; checked against the server's ALLOWED_MODELS by `check_fields`, since the
+choices are configuration, not code."""
 
 
 class Task(StrEnum):
@@ -24,12 +35,16 @@ class Task(StrEnum):
 class TranscribeForm(BaseModel):
     """The text fields of `POST /transcribe` (sent as multipart form fields beside `file`)."""
 
+    model_config = ConfigDict(extra="forbid")
+
     engine: EngineName = Field(description="Transcription engine.")
     language: Language | None = Field(
         default=None, description="Spoken language; detected when omitted."
     )
-    model: ModelName | None = Field(
-        default=None, description="Whisper model; the server's DEFAULT_MODEL when omitted."
+    model: OfferedModel | None = Field(
+        default=None,
+        max_length=100,
+        description="Whisper model; the server's DEFAULT_MODEL when omitted.",
     )
     task: Task = Field(
         default=Task.TRANSCRIBE,
@@ -75,8 +90,6 @@ class TranscribeForm(BaseModel):
 class TranscribeUrlRequest(TranscribeForm):
     """The JSON body of `POST /transcribe/url`: the audio's URL and the same fields as uploads."""
 
-    model_config = ConfigDict(extra="forbid")
-
     url: str = Field(
         min_length=1,
         max_length=MAX_URL_LENGTH,
@@ -97,7 +110,13 @@ class JobAccepted(BaseModel):
     """A job was queued; poll its status URL."""
 
     job_id: str
-    status: str = "queued"
+    status: str = Field(
+        default="queued",
+        description=(
+            "queued for a new job; for a retry with the same Idempotency-Key, the first "
+            "job's status now"
+        ),
+    )
 
 
 class Health(BaseModel):

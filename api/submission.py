@@ -61,16 +61,26 @@ class Submission:
     callback_url: str | None = None
 
 
+def offered_models(settings: Settings) -> list[str]:
+    """The model names clients may ask for: ALLOWED_MODELS, or every known model when unset."""
+    allowed = settings.allowed_model_names
+    if not allowed:
+        return list(KNOWN_MODELS)
+    return [name for name in KNOWN_MODELS if name in allowed] + sorted(
+        allowed.difference(KNOWN_MODELS)
+    )
+
+
 def check_fields(params: TranscribeForm, settings: Settings) -> Submission:
     """Cross-field rules on top of the model's own validation; raises a 422 for the first broken.
 
     No I/O: the callback's address is checked separately (`check_callback`).
     """
-    model = params.model.value if params.model is not None else settings.default_model
-    allowed = settings.allowed_model_names or frozenset(KNOWN_MODELS)
-    if model not in allowed:
+    model = params.model if params.model is not None else settings.default_model
+    offered = offered_models(settings)
+    if model not in offered:
         raise validation_error(
-            ("model",), f"model {model!r} is not offered here; choose one of {sorted(allowed)}"
+            ("model",), f"model {model!r} is not offered here; choose one of {offered}", model
         )
     if params.language is not None and params.language.value != "en" and is_english_only(model):
         raise validation_error(
@@ -185,12 +195,14 @@ async def accept_saved_file(
     return final_path
 
 
-def accepted(response: Response, job_id: str, *, replayed: bool = False) -> JobAccepted:
-    """The 200 answer for a queued job: its id, and its status URL in `Location`.
+def accepted(response: Response, job_id: str, *, status: str | None = None) -> JobAccepted:
+    """The 200 answer for an accepted job: its id, and its status URL in `Location`.
 
-    `replayed` marks the answer to a retry with the same Idempotency-Key.
+    `status` is given for the answer to a retry with the same Idempotency-Key: the earlier
+    job's status now, which is marked as a replay.
     """
     response.headers["Location"] = f"/status/{job_id}"
-    if replayed:
-        response.headers["Idempotent-Replayed"] = "true"
-    return JobAccepted(job_id=job_id)
+    if status is None:
+        return JobAccepted(job_id=job_id)
+    response.headers["Idempotent-Replayed"] = "true"
+    return JobAccepted(job_id=job_id, status=status)

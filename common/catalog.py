@@ -34,9 +34,6 @@ KNOWN_MODELS: tuple[str, ...] = (
     "large-v1", "large-v2", "large-v3", "large", "large-v3-turbo", "turbo",
 )  # fmt: skip
 
-ModelName = StrEnum("ModelName", {name: name for name in KNOWN_MODELS})  # type: ignore[misc]
-ModelName.__doc__ = "Model names a job can ask for (subject to the server's ALLOWED_MODELS)."
-
 
 def is_english_only(model: str) -> bool:
     """Whether a Whisper model was trained on English alone (the `.en` variants)."""

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError
 from redis.exceptions import ResponseError
 from rq import Queue
+from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.job import JobStatus as RQStatus
 
@@ -86,6 +87,20 @@ class JobStatus(BaseModel):
     )
     result: Transcript | None = None
     error: str | None = Field(default=None, description="Why the job failed, for people.")
+
+
+def load_job(queue: Queue, job_id: str) -> Job | None:
+    """The saved job `job_id` of `queue`, or None; a miss changes nothing in Redis.
+
+    Never use rq's `Queue.fetch_job` for a job that may not be saved yet or may be gone: on a
+    miss it removes the id from the queue's list, so a lookup racing an enqueue (the hash and
+    the list entry are written in one transaction, after the lookup's read) loses that job.
+    """
+    try:
+        job = Job.fetch(job_id, connection=queue.connection, serializer=queue.serializer)
+    except NoSuchJobError:
+        return None
+    return job if job.origin == queue.name else None
 
 
 def public_status(job: Job) -> str:

@@ -49,12 +49,16 @@ class OutboundRefused(ValueError):
         self.reason = reason
 
 
+class Unresolvable(OutboundRefused):
+    """The host has no address: the URL cannot be reached (not an address the rules refuse)."""
+
+
 def system_resolver(host: str, port: int) -> list[IPAddress]:
     """Every address getaddrinfo gives for a TCP connection to host:port, in its order."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as error:
-        raise OutboundRefused(f"host {host!r} cannot be resolved ({error})") from None
+        raise Unresolvable(f"host {host!r} cannot be resolved ({error})") from None
     addresses: list[IPAddress] = []
     for _family, _type, _proto, _name, sockaddr in infos:
         address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
@@ -141,8 +145,9 @@ class OutboundPolicy:
         kind = refused_class(address)
         if kind is not None:
             shown = host if host == str(address) else f"{host} resolves to {address}, which"
+            article = "an" if kind == "unspecified" else "a"
             raise OutboundRefused(
-                f"{shown} is a {kind} address; the server does not connect there "
+                f"{shown} is {article} {kind} address; the server does not connect there "
                 "(an operator can allow it with OUTBOUND_ALLOWLIST)"
             )
 
@@ -169,7 +174,7 @@ class OutboundPolicy:
         except ValueError:
             addresses = self._resolve(host, port)
         if not addresses:
-            raise OutboundRefused(f"host {host!r} resolves to no address")
+            raise Unresolvable(f"host {host!r} resolves to no address")
         for address in addresses:
             self.check_address(host, address)
         return Target(url=parsed, host=host, port=port, address=addresses[0])

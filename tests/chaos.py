@@ -285,7 +285,7 @@ def run_campaign(
     worker_env = {"CPU_THREADS": "1", "WHISPERX_ALIGN": "false"}
     if fast_recovery:
         worker_env |= FAST_RECOVERY_ENV
-    with running_service(root / "deployment", workers=workers, **worker_env) as service:
+    with running_service(root / "deployment", workers=workers, worker_env=worker_env) as service:
         # Short heartbeats would expire during a long outage: keep those outages short.
         downtimes = REDIS_DOWNTIMES_S[:1] if fast_recovery else REDIS_DOWNTIMES_S
         campaign = Campaign(service, clip, jobs, faults, worker_env, rate_per_s, downtimes)

@@ -186,15 +186,21 @@ def service_env(root: Path, redis_port: int) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def running_service(root: Path, workers: int = 1, **worker_env: str) -> Iterator[Service]:
+def running_service(
+    root: Path,
+    workers: int = 1,
+    *,
+    web_workers: int = 1,
+    worker_env: dict[str, str] | None = None,
+) -> Iterator[Service]:
     """A whole deployment on loopback, torn down (every process group) on exit."""
     port = free_port()
     service = Service(root=root, env=service_env(root, port), redis_port=port)
     try:
         service.start_redis()
         for _ in range(workers):
-            service.start_worker(worker_env or None)
-        service.start_api()
+            service.start_worker(worker_env)
+        service.start_api(web_workers)
         service.wait_for_workers(workers)
         yield service
     finally:

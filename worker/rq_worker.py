@@ -43,6 +43,7 @@ from rq.worker_registration import clean_worker_registry
 
 from common.cancellation import cancel_requested
 from common.job_events import TERMINAL_STATUSES, announce_job_end
+from common.job_status import load_job
 from common.webhooks import schedule_delivery
 from config import Settings
 from worker.audio import AudioDecodeError
@@ -354,7 +355,7 @@ def requeue_stranded(queue: Queue, grace_s: float, now: float | None = None) -> 
             continue
         if moment - first_seen.timestamp() <= grace_s:
             continue
-        job = queue.fetch_job(job_id)
+        job = load_job(queue, job_id)
         with queue.connection.pipeline() as pipeline:
             pipeline.lrem(intermediate.key, 1, job_id)
             pipeline.delete(intermediate.get_first_seen_key(job_id))
@@ -386,7 +387,7 @@ def run_maintenance(
         abandoned: list[str] = registry.get_expired_job_ids(now)
         registry.cleanup(timestamp=now, exception_handlers=[record_failure])
         for job_id in abandoned:
-            job = queue.fetch_job(job_id)
+            job = load_job(queue, job_id)
             if job is not None:
                 announce_if_ended(job, queue)
                 if settings is not None:

@@ -27,8 +27,8 @@ from redis.exceptions import RedisError
 from rq import Queue
 from rq.serializers import JSONSerializer
 
-from common.job_status import describe_job
-from common.outbound import OutboundPolicy, OutboundRefused, PinnedTransport
+from common.job_status import describe_job, load_job
+from common.outbound import OutboundPolicy, OutboundRefused, PinnedTransport, Unresolvable
 from common.webhook_signing import signed_headers
 from common.webhooks import claim_due, finish, postpone, retry_delay_s
 from config import Settings
@@ -87,7 +87,7 @@ def attempt_delivery(
     send: Sender | None = None,
 ) -> Attempt:
     """Make one delivery attempt for the job and store its outcome in the job's meta."""
-    job = Queue(queue_name, connection=connection, serializer=JSONSerializer).fetch_job(job_id)
+    job = load_job(Queue(queue_name, connection=connection, serializer=JSONSerializer), job_id)
     url = job.meta.get("callback_url") if job is not None else None
     if job is None or not isinstance(url, str):
         return Attempt("gone")
@@ -116,6 +116,9 @@ def attempt_delivery(
                 policy or OutboundPolicy(settings.outbound_allowlist),
                 settings.webhook_timeout_s,
             )
+        except Unresolvable as unreachable:  # DNS may answer again by the next attempt
+            error = unreachable.reason
+            retryable = True
         except OutboundRefused as refused:
             error = f"refused: {refused.reason}"
         except httpx.HTTPError as failure:

@@ -121,10 +121,10 @@ async def transcribe(
         await check_callback(submission, policy)
         assert form.file_path is not None
         job_id = str(uuid.uuid4())
-        earlier_job_id = await keyed.begin(job_id)
-        if earlier_job_id is not None:
+        replay = await keyed.begin(job_id)
+        if replay is not None:
             form.discard()
-            return accepted(response, earlier_job_id, replayed=True)
+            return accepted(response, replay.job_id, status=replay.status)
         form.file_path = await accept_saved_file(
             queue,
             settings,

@@ -24,7 +24,7 @@ from api.submission import (
     validation_error,
 )
 from api.url_input import DownloadError, download
-from common.outbound import OutboundPolicy, OutboundRefused
+from common.outbound import OutboundPolicy, OutboundRefused, Unresolvable
 from config import Settings
 
 router = APIRouter(tags=["jobs"])
@@ -40,7 +40,11 @@ router = APIRouter(tags=["jobs"])
         413: {"model": ErrorBody, "description": "File or audio longer than the limits."},
         415: {"model": ErrorBody, "description": "The content is not audio."},
         422: {"description": "Invalid fields, or a URL or callback_url the server refuses."},
-        502: {"model": ErrorBody, "description": "The URL answered with an error or failed."},
+        502: {
+            "model": ErrorBody,
+            "description": "The URL's host cannot be resolved, or it answered with an error or "
+            "failed.",
+        },
         503: {"model": ErrorBody, "description": "Redis unreachable; retry after Retry-After."},
         504: {"model": ErrorBody, "description": "The download took longer than allowed."},
         507: {"model": ErrorBody, "description": "No disk space left for the download."},
@@ -74,9 +78,9 @@ async def transcribe_url(
         pending_ttl_s=int(settings.url_download_timeout_s + settings.ffprobe_timeout_s) + 30,
     )
     job_id = str(uuid.uuid4())
-    earlier_job_id = await keyed.begin(job_id)
-    if earlier_job_id is not None:
-        return accepted(response, earlier_job_id, replayed=True)
+    replay = await keyed.begin(job_id)
+    if replay is not None:
+        return accepted(response, replay.job_id, status=replay.status)
     try:
         await _download_and_enqueue(body, settings, queue, policy, job_id, submission)
     except BaseException:
@@ -104,6 +108,8 @@ async def _download_and_enqueue(
             settings.url_download_timeout_s,
             settings.url_max_redirects,
         )
+    except Unresolvable as unreachable:
+        raise HTTPException(502, f"the audio URL cannot be reached: {unreachable.reason}") from None
     except OutboundRefused as refused:
         raise validation_error(("url",), f"url refused: {refused.reason}", body.url) from None
     except DownloadError as error:

@@ -28,7 +28,7 @@ def test_redis_kill_9_loses_no_accepted_job_and_everything_reconnects(
     tmp_path: Path, short_clip: Path
 ) -> None:
     with (
-        running_service(tmp_path, workers=1, WHISPERX_ALIGN="false") as service,
+        running_service(tmp_path, workers=1, worker_env={"WHISPERX_ALIGN": "false"}) as service,
         httpx.Client(base_url=service.url, timeout=30) as client,
     ):
         worker = service.workers[0]

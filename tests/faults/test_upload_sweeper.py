@@ -31,7 +31,7 @@ def leftover(folder: Path, name: str, age_s: float) -> Path:
 
 def test_the_sweeper_removes_stale_leftovers_and_nothing_else(tmp_path: Path) -> None:
     """Which job states keep an upload is tested on fakeredis (tests/unit/test_worker_recovery)."""
-    with running_service(tmp_path, workers=1, **SWEEPER_ENV) as service:
+    with running_service(tmp_path, workers=1, worker_env=SWEEPER_ENV) as service:
         uploads = service.upload_dir
         stale_partial = leftover(uploads, ".incoming-killed-api", age_s=3600)
         stale_orphan = leftover(uploads, f"{uuid.uuid4()}.wav", age_s=3600)

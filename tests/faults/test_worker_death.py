@@ -30,7 +30,7 @@ def test_a_job_whose_worker_is_killed_is_finished_by_another_within_90_s(
 ) -> None:
     """Default heartbeat and maintenance settings: what a deployment really gets."""
     with (
-        running_service(tmp_path, workers=2, CPU_THREADS="1") as service,
+        running_service(tmp_path, workers=2, worker_env={"CPU_THREADS": "1"}) as service,
         httpx.Client(base_url=service.url, timeout=30) as client,
     ):
         job_id = submit(client, MULTILINGUAL)
@@ -59,7 +59,7 @@ def test_a_job_that_kills_every_worker_fails_after_its_retries_and_stays_failed(
     monkeypatch.setenv("JOB_RETRIES", str(retries))  # the API sets a job's retries
     env = FAST_RECOVERY_ENV
     with (
-        running_service(tmp_path, workers=1, **env) as service,
+        running_service(tmp_path, workers=1, worker_env=env) as service,
         httpx.Client(base_url=service.url, timeout=30) as client,
     ):
         job_id = submit(client, MULTILINGUAL)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from pathlib import Path
 
@@ -224,3 +225,19 @@ def test_openapi_shows_engine_language_and_model_choices(client: TestClient) -> 
     assert schemas["ModelName"]["enum"] == list(KNOWN_MODELS)
     assert schemas["TranscribeUpload"]["required"] == ["file", "engine"]
     assert client.get("/docs").status_code == 200
+
+
+def test_docs_pages_load_every_asset_from_the_service_itself(client: TestClient) -> None:
+    """/docs and /redoc must work air-gapped: no CDN, no outside host, and each asset served."""
+    for page in ("/docs", "/redoc"):
+        response = client.get(page)
+        assert response.status_code == 200
+        references = re.findall(r"""(?:src|href)=["']([^"']+)["']""", response.text)
+        references += re.findall(r"""url:\s*["']([^"']+)["']""", response.text)
+        references += re.findall(r"""spec-url=["']([^"']+)["']""", response.text)
+        assert references, f"{page} references no assets"
+        for reference in references:
+            assert reference.startswith("/"), f"{page} loads {reference} from outside"
+            assert not reference.startswith("//"), f"{page} loads {reference} from outside"
+            assert client.get(reference).status_code == 200, reference
+        assert "cdn" not in response.text.lower()

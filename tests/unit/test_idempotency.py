@@ -10,10 +10,13 @@ import httpx2
 import pytest
 from fastapi.testclient import TestClient
 from rq import Queue
+from rq.job import Job, JobStatus
 
 from api.idempotency import (
+    Claim,
     Fingerprint,
     IdempotencyConflict,
+    Replay,
     claim,
     redis_key,
 )
@@ -105,6 +108,33 @@ def test_a_key_still_being_handled_is_409_with_retry_after(
     assert first.status_code == 200
 
 
+def test_a_replay_answers_the_jobs_status_now(
+    client: TestClient, tone_wav: Path, queue: Queue
+) -> None:
+    first = post(client, tone_wav, "order-23").json()["job_id"]
+    job = Job.fetch(first, connection=queue.connection, serializer=queue.serializer)
+    job.set_status(JobStatus.FINISHED)
+    again = post(client, tone_wav, "order-23")
+    assert again.status_code == 200
+    assert again.json() == {"job_id": first, "status": "finished"}
+
+
+def test_looking_up_a_job_being_enqueued_leaves_it_on_the_queue(
+    client: TestClient, tone_wav: Path, redis: fakeredis.FakeRedis, queue: Queue
+) -> None:
+    """A retry that looks while the first request's id is listed but its hash not yet readable
+    (how a lookup can interleave with the enqueue's transaction) must not unlist it."""
+    assert post(client, tone_wav, "order-24").status_code == 200
+    key = redis_key(queue.name, "order-24")
+    record = json.loads(redis.get(key) or b"{}")
+    being_enqueued = "00000000-0000-4000-8000-00000000beef"
+    record.update(state="pending", job_id=being_enqueued)
+    redis.set(key, json.dumps(record))
+    queue.push_job_id(being_enqueued)
+    assert post(client, tone_wav, "order-24").status_code == 409
+    assert being_enqueued in queue.get_job_ids()
+
+
 def test_a_key_whose_job_expired_makes_a_new_job(
     client: TestClient, tone_wav: Path, queue: Queue
 ) -> None:
@@ -118,12 +148,15 @@ def test_a_key_whose_job_expired_makes_a_new_job(
 def test_racing_claims_let_one_request_through() -> None:
     redis = fakeredis.FakeRedis()
     fingerprint = Fingerprint.of("ab" * 32, {"engine": "whisperx"})
-    won = claim(redis, "k", "job-1", fingerprint, 60, lambda _job: False)
-    assert not isinstance(won, str)
+    won = claim(redis, "k", "job-1", fingerprint, 60, lambda _job: None)
+    assert isinstance(won, Claim)
     with pytest.raises(IdempotencyConflict) as busy:
-        claim(redis, "k", "job-2", fingerprint, 60, lambda _job: False)
+        claim(redis, "k", "job-2", fingerprint, 60, lambda _job: None)
     assert busy.value.retry_after_s == 1
-    assert claim(redis, "k", "job-3", fingerprint, 60, lambda job: job == "job-1") == "job-1"
+    replay = claim(
+        redis, "k", "job-3", fingerprint, 60, lambda job: "started" if job == "job-1" else None
+    )
+    assert replay == Replay("job-1", "started")
 
 
 def test_fingerprint_ignores_field_order_and_blank_fields() -> None:

@@ -13,6 +13,7 @@ from common.outbound import (
     OutboundRefused,
     PinnedTransport,
     Target,
+    Unresolvable,
     _pinned,
     refused_class,
 )
@@ -28,7 +29,7 @@ class StubResolver:
     def __call__(self, host: str, port: int) -> list[IPAddress]:
         self.asked.append((host, port))
         if host not in self.answers:
-            raise OutboundRefused(f"host {host!r} cannot be resolved")
+            raise Unresolvable(f"host {host!r} cannot be resolved")
         return [ipaddress.ip_address(address) for address in self.answers[host]]
 
 
@@ -149,7 +150,7 @@ def test_malformed_or_other_schemes_are_refused(url: str, reason: str) -> None:
 
 
 def test_unresolvable_host_is_refused() -> None:
-    with pytest.raises(OutboundRefused, match="cannot be resolved"):
+    with pytest.raises(Unresolvable, match="cannot be resolved"):
         OutboundPolicy("", StubResolver({})).vet("http://nowhere.invalid/")
 
 

@@ -15,7 +15,7 @@ from pydantic import SecretStr
 from rq import Queue
 
 from api.deps import get_outbound_policy
-from common.outbound import IPAddress, OutboundPolicy, OutboundRefused
+from common.outbound import IPAddress, OutboundPolicy, Unresolvable
 from config import Settings
 from tests.services import free_port
 from tests.unit.conftest import uploads_left
@@ -41,7 +41,7 @@ class StubResolver:
         del port
         self.asked.append(host)
         if host not in DNS:
-            raise OutboundRefused(f"host {host!r} cannot be resolved")
+            raise Unresolvable(f"host {host!r} cannot be resolved")
         return [ipaddress.ip_address(address) for address in DNS[host]]
 
 
@@ -123,6 +123,7 @@ INVALID_FIELDS: list[tuple[dict[str, str], str]] = [
     ({"callback_url": "http://169.254.169.254/latest"}, "callback_url"),
     ({"callback_url": "http://[::1]:8080/"}, "callback_url"),
     ({"callback_url": "https://" + "a" * 2048 + ".com/"}, "callback_url"),
+    ({"hotword": "ComfyUI"}, "hotword"),  # a typo must not drop the option silently
 ]
 
 
@@ -187,7 +188,6 @@ def test_callback_url_needs_a_webhook_secret(
         ("http://rebind.example.com/a.mp3", "loopback"),
         ("file:///etc/passwd", "only http and https"),
         ("ftp://audio.example.com/a.mp3", "only http and https"),
-        ("http://unknown.example.com/a.mp3", "cannot be resolved"),
     ],
 )
 def test_url_input_refuses_each_address_class(
@@ -200,6 +200,19 @@ def test_url_input_refuses_each_address_class(
     assert kind in detail["msg"]
     assert uploads_left(settings) == []
     assert len(resolver.asked) <= 1
+
+
+def test_url_input_of_a_host_that_cannot_be_resolved_is_502(
+    client: TestClient, resolver: StubResolver, settings: Settings
+) -> None:
+    response = client.post(
+        "/transcribe/url", json={"url": "http://unknown.example.com/a.mp3", "engine": "whisperx"}
+    )
+    assert response.status_code == 502, response.text
+    assert "cannot be reached" in response.json()["detail"]
+    assert "cannot be resolved" in response.json()["detail"]
+    assert resolver.asked == ["unknown.example.com"]
+    assert uploads_left(settings) == []
 
 
 def test_allowlisted_name_gets_through_to_the_download(
@@ -245,3 +258,43 @@ def test_openapi_documents_both_endpoints_and_the_options(client: TestClient) ->
     assert {"get", "delete"} <= set(document["paths"]["/jobs/{job_id}"])
     assert "get" in document["paths"]["/jobs"]
     assert "post" in document["paths"]["/transcribe/url"]
+
+
+def test_an_unknown_field_is_named_in_the_422_on_both_routes(
+    client: TestClient, tone_wav: Path, settings: Settings
+) -> None:
+    by_upload = upload(client, tone_wav, engine="whisperx", hotword="ComfyUI")
+    by_url = client.post(
+        "/transcribe/url",
+        json={"url": "https://audio.example.com/a.mp3", "engine": "whisperx", "hotword": "x"},
+    )
+    for response in (by_upload, by_url):
+        assert response.status_code == 422, response.text
+        (detail,) = response.json()["detail"]
+        assert detail["loc"] == ["body", "hotword"]
+        assert detail["type"] == "extra_forbidden"
+    assert uploads_left(settings) == []
+
+
+@pytest.mark.parametrize("model", ["small", "no-such-model"])
+def test_a_model_not_offered_is_422_with_the_servers_choices_and_the_value(
+    client: TestClient, tone_wav: Path, settings: Settings, queue: Queue, model: str
+) -> None:
+    settings.allowed_models = "base,tiny.en"
+    response = upload(client, tone_wav, engine="whisperx", model=model)
+    assert response.status_code == 422, response.text
+    (detail,) = response.json()["detail"]
+    assert detail["loc"] == ["body", "model"]
+    assert detail["input"] == model
+    assert "['tiny.en', 'base']" in detail["msg"]
+    assert queue.count == 0
+    assert upload(client, tone_wav, engine="whisperx", model="base").status_code == 200
+
+
+def test_openapi_lists_only_the_offered_models(client: TestClient, settings: Settings) -> None:
+    settings.allowed_models = "tiny.en,base"
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    assert schemas["ModelName"]["enum"] == ["tiny.en", "base"]
+    for body in ("TranscribeUpload", "TranscribeUrlRequest"):
+        choices = schemas[body]["properties"]["model"]["anyOf"]
+        assert {"$ref": "#/components/schemas/ModelName"} in choices

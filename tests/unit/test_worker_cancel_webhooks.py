@@ -25,7 +25,7 @@ from rq.job import JobStatus as RQStatus
 
 from common.cancellation import request_cancel
 from common.job_status import describe_job
-from common.outbound import IPAddress, OutboundPolicy, OutboundRefused
+from common.outbound import IPAddress, OutboundPolicy, Unresolvable
 from common.webhook_signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from common.webhooks import claim_due, due_key, schedule_delivery
 from config import Settings
@@ -178,7 +178,7 @@ def public_dns(host: str, port: int) -> list[IPAddress]:
     del port
     answers = {"hooks.example.com": "93.184.216.34", "internal.example.com": "10.0.0.9"}
     if host not in answers:
-        raise OutboundRefused(f"host {host!r} cannot be resolved")
+        raise Unresolvable(f"host {host!r} cannot be resolved")
     return [ipaddress.ip_address(answers[host])]
 
 
@@ -256,6 +256,18 @@ def test_callback_now_resolving_to_a_private_address_is_refused_unsent(
     outcome, state = deliver(queue, worker_settings, ended_job, receiver)
     assert (outcome, state["state"]) == ("failed", "failed")
     assert "private" in state["last_error"]
+    assert receiver.received == []
+
+
+def test_callback_host_that_stops_resolving_is_retried_unsent(
+    queue: Queue, worker_settings: Settings, ended_job: Job
+) -> None:
+    ended_job.meta["callback_url"] = "https://gone.example.com/hook"
+    ended_job.save_meta()
+    receiver = FakeReceiver([200])
+    outcome, state = deliver(queue, worker_settings, ended_job, receiver)
+    assert (outcome, state["state"]) == ("retry", "retrying")
+    assert "cannot be resolved" in state["last_error"]
     assert receiver.received == []
 
 
