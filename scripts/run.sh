@@ -20,7 +20,10 @@ if [ -z "${CPU_THREADS:-}" ] && [ "$workers" -gt 1 ]; then
   cores=$(nproc)
   export CPU_THREADS=$(( cores > workers ? cores / workers : 1 ))
 fi
-mkdir -p "$root/var/redis" "$UPLOAD_DIR" "$MODEL_CACHE_DIR"
+# A second instance on another Redis port keeps its own Redis data.
+redis_dir="$root/var/redis"
+[ "$REDIS_PORT" = 6379 ] || redis_dir="$root/var/redis-$REDIS_PORT"
+mkdir -p "$redis_dir" "$UPLOAD_DIR" "$MODEL_CACHE_DIR"
 
 # Children run in their own sessions, so Ctrl-C reaches only this script, which then stops
 # them in order.
@@ -37,10 +40,16 @@ stop() {
     wait "$redis_pid" 2>/dev/null || true
   fi
 }
-trap stop INT TERM EXIT
+# A stop asked for with Ctrl-C or SIGTERM is a clean end: exit 0 once everything has stopped.
+on_signal() {
+  stop
+  exit 0
+}
+trap on_signal INT TERM
+trap stop EXIT
 
 if [ -z "${REDIS_URL:-}" ]; then
-  redis_args=(--port "$REDIS_PORT" --bind 127.0.0.1 --dir "$root/var/redis"
+  redis_args=(--port "$REDIS_PORT" --bind 127.0.0.1 --dir "$redis_dir"
     --appendonly yes --appendfsync everysec --maxmemory-policy noeviction --save "")
   [ -n "${REDIS_PASSWORD:-}" ] && redis_args+=(--requirepass "$REDIS_PASSWORD")
   setsid redis-server "${redis_args[@]}" &
