@@ -6,7 +6,7 @@ UV_VERSION := 0.13.9
 VENV := .venv
 STAMP := $(VENV)/.synced-stamp
 
-.PHONY: help setup system-deps run test lint typecheck unit integration bench chaos clean
+.PHONY: help setup system-deps run test lint typecheck unit bench chaos clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'

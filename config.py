@@ -4,12 +4,38 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, PositiveFloat, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    BeforeValidator,
+    Field,
+    IPvAnyNetwork,
+    PositiveFloat,
+    SecretStr,
+    field_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIB = 1024 * 1024
+
+
+def _comma_separated(value: object) -> object:
+    """`a, b,c` (the documented form) as a list; an empty value is an empty list."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+CommaList = Annotated[list[str], NoDecode, BeforeValidator(_comma_separated)]
+"""A list read from one comma-separated environment variable (a JSON list works too)."""
+
+LogLevel = Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"]
+
+ComputeType = Literal[
+    "auto", "default", "int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16",
+    "float16", "bfloat16", "float32",
+]  # fmt: skip
+"""CTranslate2's compute types, plus auto (float16 on cuda, int8 on cpu)."""
 
 
 class Settings(BaseSettings):
@@ -18,12 +44,12 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore")
 
     # --- Redis -------------------------------------------------------------------------------
-    redis_url: str | None = Field(
+    redis_url: SecretStr | None = Field(
         default=None, description="Full Redis URL; wins over REDIS_HOST/PORT/PASSWORD/DB when set."
     )
     redis_host: str = Field(default="localhost", description="Redis host name.")
     redis_port: int = Field(default=6379, description="Redis TCP port.")
-    redis_password: str | None = Field(default=None, description="Redis password (AUTH).")
+    redis_password: SecretStr | None = Field(default=None, description="Redis password (AUTH).")
     redis_db: int = Field(default=0, description="Redis database number.")
     redis_timeout_s: float = Field(
         default=5.0, gt=0, description="Socket connect/read timeout for Redis calls, seconds."
@@ -118,8 +144,12 @@ class Settings(BaseSettings):
     )
 
     # --- URL input, webhooks, cancellation -------------------------------------------------
-    outbound_allowlist: str = Field(
-        default="",
+    outbound_allowlist: Annotated[
+        list[Annotated[IPvAnyNetwork | str, Field(union_mode="left_to_right")]],
+        NoDecode,
+        BeforeValidator(_comma_separated),
+    ] = Field(
+        default_factory=list,
         description=(
             "Comma-separated hosts or CIDRs that URL input and webhooks may reach although they "
             "are loopback, private, link-local or metadata addresses (refused otherwise)."
@@ -156,8 +186,8 @@ class Settings(BaseSettings):
     default_model: str = Field(
         default="tiny.en", description="Model used when a request names none."
     )
-    allowed_models: str = Field(
-        default="",
+    allowed_models: CommaList = Field(
+        default_factory=list,
         description="Comma-separated model names clients may ask for; empty allows all known.",
     )
     model_cache_dir: Path = Field(
@@ -167,7 +197,7 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="Inference device; auto picks cuda when available."
     )
-    compute_type: str = Field(
+    compute_type: ComputeType = Field(
         default="auto",
         description="CTranslate2 compute type; auto is float16 on cuda, int8 on cpu.",
     )
@@ -185,17 +215,14 @@ class Settings(BaseSettings):
     )
 
     # --- Logging -----------------------------------------------------------------------------
-    log_level: str = Field(default="INFO", description="Python logging level.")
+    log_level: Annotated[LogLevel, BeforeValidator(lambda value: str(value).upper())] = Field(
+        default="INFO", description="Python logging level."
+    )
 
     @field_validator("upload_dir", "model_cache_dir")
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
-
-    @property
-    def allowed_model_names(self) -> frozenset[str]:
-        """The configured allow-list, empty meaning every known model."""
-        return frozenset(name.strip() for name in self.allowed_models.split(",") if name.strip())
 
 
 @lru_cache

@@ -6,10 +6,10 @@ import gc
 import time
 from pathlib import Path
 
+from common.contract import TranscribeOptions
 from common.transcript import Transcript
 from config import Settings
 from worker.audio import decode_audio
-from worker.engines.base import TranscribeOptions
 from worker.runtime import Runtime
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from common.job_events import TERMINAL_STATUSES
+from common.contract import TERMINAL
 from tests.audio import JFK, SHARED_DATA
 from tests.services import Proc, Service, free_port, service_env, wait_until
 from worker.models import BUNDLED_MODEL
@@ -177,7 +177,7 @@ def await_end(
         response = client.get(f"/status/{job_id}", params={"wait": LONG_WAIT_S})
         response.raise_for_status()
         body: dict[str, Any] = response.json()
-        if body["status"] in TERMINAL_STATUSES:
+        if body["status"] in TERMINAL:
             return body
     raise TimeoutError(f"job {job_id} did not end within {timeout_s:.0f} s")
 

@@ -1,19 +1,18 @@
-"""Which addresses the service may reach on a client's behalf (URL input, webhooks), and how.
+"""Which addresses the service may reach on a client's behalf (URL input, webhooks), and how."""
 
-A URL is vetted after DNS resolution: every address its host resolves to must be public
-(not loopback, private, unique-local, link-local, multicast, reserved, unspecified or a cloud
-metadata endpoint) unless the host, or a CIDR holding the address, is in OUTBOUND_ALLOWLIST. The
-connection then goes to the vetted address itself (the `Pinned*Transport`s), with the original
-Host header and TLS server name, so a second DNS answer (rebinding) cannot redirect it. Callers
-follow redirects themselves and vet each hop. Proxies from the environment are never used: a
-proxy would resolve the name again, out of our sight.
-"""
+# A URL is vetted after DNS resolution: every address its host resolves to must be public
+# (not loopback, private, unique-local, link-local, multicast, reserved, unspecified or a cloud
+# metadata endpoint) unless the host, or a CIDR holding the address, is in OUTBOUND_ALLOWLIST. The
+# connection then goes to the vetted address itself (the `Pinned*Transport`s), with the original
+# Host header and TLS server name, so a second DNS answer (rebinding) cannot redirect it. Callers
+# follow redirects themselves and vet each hop. Proxies from the environment are never used: a
+# proxy would resolve the name again, out of our sight.
 
 from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import httpx
@@ -114,10 +113,15 @@ class Target:
     address: IPAddress
 
 
-def _parse_allowlist(entries: str) -> tuple[frozenset[str], tuple[Network, ...]]:
+def _parse_allowlist(
+    entries: Iterable[str | Network],
+) -> tuple[frozenset[str], tuple[Network, ...]]:
     hosts: set[str] = set()
     networks: list[Network] = []
-    for raw in entries.split(","):
+    for raw in entries:
+        if not isinstance(raw, str):
+            networks.append(raw)
+            continue
         entry = raw.strip().lower().rstrip(".")
         if not entry:
             continue
@@ -129,9 +133,12 @@ def _parse_allowlist(entries: str) -> tuple[frozenset[str], tuple[Network, ...]]
 
 
 class OutboundPolicy:
-    """Vets URLs against the address rules; `allowlist` is OUTBOUND_ALLOWLIST's value."""
+    """Vets URLs against the address rules; `allowlist` is OUTBOUND_ALLOWLIST's hosts and
+    networks."""
 
-    def __init__(self, allowlist: str = "", resolver: Resolver = system_resolver) -> None:
+    def __init__(
+        self, allowlist: Iterable[str | Network] = (), resolver: Resolver = system_resolver
+    ) -> None:
         self._hosts, self._networks = _parse_allowlist(allowlist)
         self._resolve = resolver
 

@@ -15,7 +15,7 @@ def _address(settings: Settings) -> dict[str, Any]:
     return {
         "host": settings.redis_host,
         "port": settings.redis_port,
-        "password": settings.redis_password,
+        "password": settings.redis_password.get_secret_value() if settings.redis_password else None,
         "db": settings.redis_db,
     }
 
@@ -28,7 +28,7 @@ def connect_redis(settings: Settings) -> Redis:
         "health_check_interval": 30,
     }
     if settings.redis_url:
-        return Redis.from_url(settings.redis_url, **timeouts)
+        return Redis.from_url(settings.redis_url.get_secret_value(), **timeouts)
     return Redis(**_address(settings), **timeouts)
 
 
@@ -39,5 +39,5 @@ def connect_async_redis(settings: Settings, read_timeout_s: float) -> AsyncRedis
         "socket_timeout": read_timeout_s,
     }
     if settings.redis_url:
-        return AsyncRedis.from_url(settings.redis_url, **timeouts)
+        return AsyncRedis.from_url(settings.redis_url.get_secret_value(), **timeouts)
     return AsyncRedis(**_address(settings), **timeouts)

@@ -1,15 +1,14 @@
-"""Webhook signatures: HMAC-SHA256 over `<timestamp>.<body>`, so a receiver can refuse replays.
+"""Webhook signatures: HMAC-SHA256 over `<timestamp>.<body>`, so a receiver can refuse replays."""
 
-Each delivery carries three headers:
-
-- `X-Webhook-Id`: the job id (the same on every attempt; receivers can deduplicate on it);
-- `X-Webhook-Timestamp`: Unix seconds when this attempt was signed;
-- `X-Webhook-Signature`: `sha256=` and the hex HMAC-SHA256, keyed with WEBHOOK_SECRET, of the
-  timestamp, a `.`, and the raw request body.
-
-A receiver recomputes the HMAC over the bytes it received, compares in constant time, and
-refuses timestamps further than a few minutes from its clock (`verify` does all three).
-"""
+# Each delivery carries three headers:
+#
+# - `X-Webhook-Id`: the job id (the same on every attempt; receivers can deduplicate on it);
+# - `X-Webhook-Timestamp`: Unix seconds when this attempt was signed;
+# - `X-Webhook-Signature`: `sha256=` and the hex HMAC-SHA256, keyed with WEBHOOK_SECRET, of the
+#   timestamp, a `.`, and the raw request body.
+#
+# A receiver recomputes the HMAC over the bytes it received, compares in constant time, and
+# refuses timestamps further than a few minutes from its clock (`verify` does all three).
 
 from __future__ import annotations
 

@@ -14,23 +14,23 @@ from rq.exceptions import StopRequested
 from rq.serializers import JSONSerializer
 
 from common.redis_conn import connect_redis
-from config import Settings, get_settings
-from worker.rq_worker import TranscriptionWorker, start_maintenance_thread
-from worker.runtime import Runtime, install_runtime
+from config import get_settings
+from worker.maintenance import start_maintenance_thread
+from worker.rq_worker import TranscriptionWorker
+from worker.runtime import Runtime
 from worker.webhooks import start_webhook_thread
 
 log = logging.getLogger(__name__)
 
 
 def main() -> int:
-    """Serve the transcription queue until SIGTERM/SIGINT."""
+    """Serve the transcription queue until SIGTERM/SIGINT: the worker's composition root."""
     settings = get_settings()
     logging.basicConfig(
-        level=settings.log_level.upper(),
+        level=settings.log_level,
         format="%(asctime)s %(levelname)s %(name)s [worker pid %(process)d] %(message)s",
     )
     runtime = Runtime.from_settings(settings)
-    install_runtime(runtime)
     log.info(
         "worker starting: device=%s compute_type=%s threads=%d queue=%s",
         runtime.device,
@@ -45,22 +45,22 @@ def main() -> int:
     start_maintenance_thread(queue, settings, stop)
     start_webhook_thread(queue, settings, stop)
     try:
-        work_until_stopped(queue, settings)
+        work_until_stopped(queue, runtime)
     finally:
         stop.set()
     return 0
 
 
-def work_until_stopped(queue: Queue, settings: Settings) -> None:
+def work_until_stopped(queue: Queue, runtime: Runtime) -> None:
     """Run rq workers until SIGTERM/SIGINT; when one quits on a Redis failure, wait for Redis and
     start another (the warm models stay: they live in this process, not in the rq worker)."""
     stopping = threading.Event()
     while not stopping.is_set():
         worker = TranscriptionWorker(
-            [queue], connection=queue.connection, serializer=JSONSerializer, settings=settings
+            [queue], connection=queue.connection, serializer=JSONSerializer, runtime=runtime
         )
         try:
-            worker.work(logging_level=settings.log_level.upper(), with_scheduler=True)
+            worker.work(logging_level=runtime.settings.log_level, with_scheduler=True)
         except StopRequested:
             return
         except RedisError as error:

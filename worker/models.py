@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     convert.add_argument("arguments", nargs=argparse.REMAINDER, help="SRC_DIR DST_FILE")
     args = parser.parse_args(argv)
-    from worker.ct2_convert import main as convert_main  # imports torch
+    from worker.engines.ct2_convert import main as convert_main  # imports torch
 
     return convert_main(args.arguments)
 

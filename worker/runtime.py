@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from config import Settings, get_settings
+from config import Settings
 from worker.cache import ModelCache
 from worker.engines import resolve_engine
 from worker.engines.base import Engine, LoadContext, ModelSpec
@@ -13,7 +13,8 @@ from worker.models import cpu_threads, resolve_compute_type, resolve_device
 
 @dataclass
 class Runtime:
-    """What jobs in this process share; built once by `worker.main` (or lazily on first job)."""
+    """What jobs in this process share; built once by `worker.main`, handed to each job by the
+    worker that runs it."""
 
     settings: Settings
     device: str
@@ -52,20 +53,3 @@ class Runtime:
     def load(self, spec: ModelSpec) -> Engine:
         """Build (and so load) the engine for a spec; used by the cache on a miss."""
         return resolve_engine(spec.engine, self.engines)(spec, self.context)
-
-
-_runtime: Runtime | None = None
-
-
-def install_runtime(runtime: Runtime) -> None:
-    """Make `runtime` the one jobs in this process use."""
-    global _runtime
-    _runtime = runtime
-
-
-def current_runtime() -> Runtime:
-    """The process's runtime, built from the environment if main() did not install one."""
-    global _runtime
-    if _runtime is None:
-        _runtime = Runtime.from_settings(get_settings())
-    return _runtime

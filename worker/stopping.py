@@ -1,12 +1,11 @@
-"""Stopping a job that runs in the worker's own process, at its next progress report.
+"""Stopping a job that runs in the worker's own process, at its next progress report."""
 
-rq stops a job by killing the forked work horse; this worker runs jobs in-process, where rq's
-`stop-job` command would only mark the job. So the worker turns that command into a flag here
-(`request_stop`), and the job checks it, plus the Redis cancel key as a fallback, every time it
-reports progress: `StopCheck` raises JobStopped, which the worker records as rq's `stopped`
-(shown to clients as `canceled`). Native code (a CTranslate2 or torch call) is never interrupted:
-a stop takes effect between whisperx batches or whisper-timestamped's 30 s windows.
-"""
+# rq stops a job by killing the forked work horse; this worker runs jobs in-process, where rq's
+# `stop-job` command would only mark the job. So the worker turns that command into a flag here
+# (`request_stop`), and the job checks it, plus the Redis cancel key as a fallback, every time it
+# reports progress: `StopCheck` raises JobStopped, which the worker records as rq's `stopped`
+# (shown to clients as `canceled`). Native code (a CTranslate2 or torch call) is never interrupted:
+# a stop takes effect between whisperx batches or whisper-timestamped's 30 s windows.
 
 from __future__ import annotations
 

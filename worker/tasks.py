@@ -13,9 +13,9 @@ from redis.exceptions import RedisError
 from rq import get_current_job
 from rq.job import Job
 
+from common.contract import JobRequest, StageProgress, meta_of, store_meta
 from worker.audio import AudioDecodeError, decode_audio
-from worker.engines.base import TranscribeOptions
-from worker.runtime import current_runtime
+from worker.runtime import Runtime
 from worker.stopping import StopCheck
 
 log = logging.getLogger(__name__)
@@ -49,18 +49,22 @@ class ProgressReporter:
             self._stage_started_at = time.time()
         self._last_stage = stage
         self._last_save = now
-        self._job.meta["progress"] = {
-            "stage": stage,
-            "percent": None if percent is None else round(min(max(percent, 0.0), 100.0), 1),
-            "stage_started_at": self._stage_started_at,
-        }
-        save_meta_if_possible(self._job)
+        progress = StageProgress(
+            stage=stage,
+            percent=None if percent is None else round(min(max(percent, 0.0), 100.0), 1),
+            stage_started_at=self._stage_started_at,
+        )
+        save_progress(self._job, progress)
 
 
-def save_meta_if_possible(job: Job) -> None:
-    """Store the job's meta; progress is advisory, so a Redis outage must not fail the job."""
+def save_progress(job: Job, progress: StageProgress, detected_language: str | None = None) -> None:
+    """Store the job's progress; it is advisory, so a Redis outage must not fail the job."""
+    meta = meta_of(job)
+    meta.progress = progress
+    if detected_language is not None:
+        meta.detected_language = detected_language
     try:
-        job.save_meta()
+        store_meta(job, meta)
     except RedisError as error:
         log.warning("could not save the progress of job %s: %s", job.id, error)
 
@@ -76,18 +80,15 @@ def _queue_wait_s(job: Job | None) -> float | None:
     return max((started - _as_utc(job.enqueued_at)).total_seconds(), 0.0)
 
 
-def transcribe(
-    audio_path: str,
-    engine: str,
-    model: str,
-    language: str | None = None,
-    options: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+def transcribe(runtime: Runtime, **arguments: Any) -> dict[str, Any]:
     """Decode the upload, run it through the warm engine, return the transcript as JSON data.
 
-    The upload is deleted by the worker once the transcript is stored; failures leave it for a
-    retry (the worker's failure handler deletes it when no attempt is left).
+    `arguments` are the job's request (`common.contract.JobRequest`), checked here once; the
+    worker passes its `runtime`. The upload is deleted at the job's end, not here: a failure
+    leaves it for a retry.
     """
+    request = JobRequest.model_validate(arguments)
+    audio_path = request.audio_path
     job = get_current_job()
     stop_check = StopCheck(job)
     stop_check()  # canceled just as this worker took it: its upload may be gone already
@@ -95,12 +96,11 @@ def transcribe(
         raise AudioDecodeError(
             "the uploaded file is gone (removed after an earlier attempt, or by the sweeper)"
         )
-    runtime = current_runtime()
     progress = ProgressReporter(job, stop_check)
     started = time.perf_counter()
 
     progress("loading_model", None)
-    engine_impl, load_s = runtime.cache.get(runtime.spec(engine, model))
+    engine_impl, load_s = runtime.cache.get(runtime.spec(request.engine.value, request.model))
 
     progress("decoding", None)
     decode_started = time.perf_counter()
@@ -111,16 +111,12 @@ def transcribe(
     )
     decode_s = time.perf_counter() - decode_started
 
-    transcript = engine_impl.transcribe(
-        audio, TranscribeOptions(language=language, **(options or {})), progress
-    )
+    transcript = engine_impl.transcribe(audio, request.options, progress)
     stop_check()  # a cancel that came during the last native call still wins
     transcript.timings.model_load_s = load_s
     transcript.timings.decode_s = decode_s
     transcript.timings.queue_wait_s = _queue_wait_s(job)
     transcript.timings.total_s = time.perf_counter() - started
     if job is not None:
-        job.meta["detected_language"] = transcript.language
-        job.meta["progress"] = {"stage": "done", "percent": 100.0}
-        save_meta_if_possible(job)
+        save_progress(job, StageProgress(stage="done", percent=100.0), transcript.language)
     return transcript.model_dump(mode="json")

@@ -1,14 +1,13 @@
-"""Webhook delivery: each worker process runs a thread that POSTs ended jobs' status JSON.
+"""Webhook delivery: each worker process runs a thread that POSTs ended jobs' status JSON."""
 
-The thread claims due entries from the schedule in `common.webhooks`, signs the body
-(`common.webhook_signing`), sends it only to an address the outbound policy allows (checked at
-every attempt, since DNS may have changed since submission), and records how it went in the
-job's meta (`webhook`), where the job's status shows it. Redirects are not followed.
-
-Retried (with the backoff of `retry_delay_s`) after a connection error, a timeout, 408, 425, 429
-or a 5xx answer, until WEBHOOK_MAX_ATTEMPTS; any other answer, or a refused address, ends it as
-failed at once.
-"""
+# The thread claims due entries from the schedule in `common.webhooks`, signs the body
+# (`common.webhook_signing`), sends it only to an address the outbound policy allows (checked at
+# every attempt, since DNS may have changed since submission), and records how it went in the
+# job's meta (`webhook`), where the job's status shows it. Redirects are not followed.
+#
+# Retried (with the backoff of `retry_delay_s`) after a connection error, a timeout, 408, 425, 429
+# or a 5xx answer, until WEBHOOK_MAX_ATTEMPTS; any other answer, or a refused address, ends it as
+# failed at once.
 
 from __future__ import annotations
 
@@ -19,7 +18,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Literal
 
 import httpx
 from redis import Redis
@@ -27,7 +26,8 @@ from redis.exceptions import RedisError
 from rq import Queue
 from rq.serializers import JSONSerializer
 
-from common.job_status import describe_job, load_job
+from common.contract import WebhookState, load_job, meta_of, store_meta
+from common.job_status import describe_job
 from common.outbound import OutboundPolicy, OutboundRefused, PinnedTransport, Unresolvable
 from common.webhook_signing import signed_headers
 from common.webhooks import claim_due, finish, postpone, retry_delay_s
@@ -88,11 +88,11 @@ def attempt_delivery(
 ) -> Attempt:
     """Make one delivery attempt for the job and store its outcome in the job's meta."""
     job = load_job(Queue(queue_name, connection=connection, serializer=JSONSerializer), job_id)
-    url = job.meta.get("callback_url") if job is not None else None
-    if job is None or not isinstance(url, str):
+    meta = meta_of(job) if job is not None else None
+    if job is None or meta is None or not meta.callback_url:
         return Attempt("gone")
-    state: dict[str, Any] = dict(job.meta.get("webhook") or {})
-    attempt = int(state.get("attempts", 0)) + 1
+    url = meta.callback_url
+    attempt = (meta.webhook.attempts if meta.webhook else 0) + 1
     now = datetime.now(UTC)
     status_code: int | None = None
     error: str | None = None
@@ -128,28 +128,24 @@ def attempt_delivery(
             if not 200 <= status_code < 300:
                 error = f"the receiver answered HTTP {status_code}"
                 retryable = _retryable(status_code)
+    state = WebhookState(
+        attempts=attempt, last_attempt_at=now, last_status_code=status_code, last_error=error
+    )
     result: Attempt
     if error is None:
-        state.update(state="delivered", delivered_at=now.isoformat(), next_attempt_at=None)
+        state.state, state.delivered_at = "delivered", now
         result = Attempt("delivered")
     elif retryable and attempt < settings.webhook_max_attempts:
         delay_s = retry_delay_s(settings, attempt)
-        next_at = (now + timedelta(seconds=delay_s)).isoformat()
-        state.update(state="retrying", next_attempt_at=next_at)
+        state.state, state.next_attempt_at = "retrying", now + timedelta(seconds=delay_s)
         result = Attempt("retry", delay_s)
     else:
-        state.update(state="failed", next_attempt_at=None)
+        state.state = "failed"
         result = Attempt("failed")
-    state.update(
-        attempts=attempt,
-        last_attempt_at=now.isoformat(),
-        last_status_code=status_code,
-        last_error=error,
-    )
     log.info("webhook of job %s, attempt %d: %s (%s)", job.id, attempt, result.outcome, error)
     if connection.exists(job.key):  # never recreate a job hash that expired meanwhile
-        job.meta["webhook"] = state
-        job.save_meta()
+        meta.webhook = state
+        store_meta(job, meta)
     return result
 
 
@@ -159,8 +155,9 @@ def run_deliveries(
     settings: Settings,
     stop: threading.Event,
     policy: OutboundPolicy | None = None,
+    send: Sender | None = None,
 ) -> None:
-    """Deliver due webhooks of `queue_name` until `stop` is set."""
+    """Deliver due webhooks of `queue_name` until `stop` is set (`send` posts each one)."""
     lease_s = settings.webhook_timeout_s + LEASE_SLACK_S
     while not stop.is_set():
         try:
@@ -173,7 +170,7 @@ def run_deliveries(
             stop.wait(POLL_INTERVAL_S)
             continue
         try:
-            result = attempt_delivery(connection, queue_name, job_id, settings, policy)
+            result = attempt_delivery(connection, queue_name, job_id, settings, policy, send)
             if result.outcome == "retry":
                 postpone(connection, queue_name, job_id, result.delay_s)
             else:

@@ -55,7 +55,7 @@ def test_timestamped_over_http_equals_a_direct_whisper_timestamped_call(
     import whisper
     import whisper_timestamped
 
-    from worker.ct2_convert import ensure_converted, load_converted_model
+    from worker.engines.ct2_convert import ensure_converted, load_converted_model
 
     result = service_result(client, "timestamped")
     model = load_converted_model(ensure_converted(bundled(), tmp_path), "cpu")

@@ -22,7 +22,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from api.main import create_app
+from api.http.app import create_app
+from config import Settings
 from tests.services import Service
 
 pytestmark = pytest.mark.integration
@@ -57,7 +58,7 @@ def _breakable(operation: dict[str, Any]) -> bool:
 def _cases() -> Iterator[tuple[str, str, GenerationMode]]:
     """(method, path, mode) for every operation in the app's OpenAPI document (no server needed):
     positive requests for all, negative ones for those whose schema a request can break."""
-    for path, methods in create_app().openapi()["paths"].items():
+    for path, methods in create_app(Settings()).openapi()["paths"].items():
         for method, operation in methods.items():
             yield method.upper(), path, GenerationMode.POSITIVE
             if _breakable(operation):

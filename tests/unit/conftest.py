@@ -11,9 +11,11 @@ from fastapi.testclient import TestClient
 from rq import Queue
 from rq.serializers import JSONSerializer
 
-from api.deps import get_queue
-from api.main import create_app
-from config import Settings, get_settings
+from api.http.app import create_app
+from api.http.deps import get_queue
+from config import Settings
+from tests.fakes import fake_runtime
+from worker.runtime import Runtime
 
 
 @pytest.fixture
@@ -42,8 +44,7 @@ def queue(redis: fakeredis.FakeRedis, settings: Settings) -> Queue:
 @pytest.fixture
 def client(settings: Settings, queue: Queue) -> Iterator[TestClient]:
     """The API with its settings and queue replaced."""
-    app = create_app()
-    app.dependency_overrides[get_settings] = lambda: settings
+    app = create_app(settings)
     app.dependency_overrides[get_queue] = lambda: queue
     with TestClient(app) as test_client:
         yield test_client
@@ -52,3 +53,17 @@ def client(settings: Settings, queue: Queue) -> Iterator[TestClient]:
 def uploads_left(settings: Settings) -> list[Path]:
     """Every file in the uploads folder, temporary ones included."""
     return sorted(settings.upload_dir.iterdir()) if settings.upload_dir.exists() else []
+
+
+@pytest.fixture
+def worker_settings(settings: Settings) -> Settings:
+    """Settings for an in-process worker on the CPU, one retry."""
+    settings.device = "cpu"
+    settings.job_retries = 1
+    return settings
+
+
+@pytest.fixture
+def runtime(worker_settings: Settings) -> Runtime:
+    """A worker runtime whose engines are all the fake one."""
+    return fake_runtime(worker_settings)

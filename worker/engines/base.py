@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
+from common.contract import TranscribeOptions
 from common.transcript import Transcript
 
 SAMPLE_RATE = 16_000
@@ -40,28 +41,14 @@ class LoadContext:
     align: bool = True
 
 
-@dataclass(frozen=True)
-class TranscribeOptions:
-    """Per-job options an engine honours where its library supports them."""
-
-    language: str | None = None
-    task: str = "transcribe"
-    vad: bool = True
-    word_timestamps: bool = True
-    initial_prompt: str | None = None
-    hotwords: str | None = None
-    beam_size: int | None = None
-    temperature: float | None = None
-    extra: dict[str, object] = field(default_factory=dict)
-
-
 class Engine(Protocol):
     """A loaded model that turns audio into the project's transcript model."""
 
     def transcribe(
         self, audio: Audio, options: TranscribeOptions, progress: ProgressCallback
     ) -> Transcript:
-        """Transcribe 16 kHz mono audio; the caller fills timings other than the engine's own."""
+        """Transcribe 16 kHz mono audio in `options.language` (detected when None); the caller
+        fills timings other than the engine's own."""
         ...
 
 

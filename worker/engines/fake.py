@@ -7,40 +7,44 @@ from __future__ import annotations
 
 import time
 
+from common.contract import TranscribeOptions
 from common.transcript import Segment, Timings, Transcript, Word
-from worker.engines.base import (
-    SAMPLE_RATE,
-    Audio,
-    LoadContext,
-    ModelLoadError,
-    ModelSpec,
-    ProgressCallback,
-    TranscribeOptions,
-)
+from worker.engines import base
 
 FAILING_MODEL = "broken"
 """Asking the fake engine for this model fails the load, as a missing model would."""
 
+SLOW_MODEL_PREFIX = "slow-"
+"""A model named `slow-<seconds>` makes each job take that long (for cancel and stop tests)."""
+
+
+def slow_model(seconds: float) -> str:
+    """The fake model name whose jobs take `seconds`."""
+    return f"{SLOW_MODEL_PREFIX}{seconds}"
+
 
 class FakeEngine:
-    """Says how long the audio was; `extra["sleep_s"]` makes a job take that long."""
+    """Says how long the audio was, one word per second; see FAILING_MODEL and slow_model."""
 
     loads = 0
 
-    def __init__(self, spec: ModelSpec, context: LoadContext) -> None:
+    def __init__(self, spec: base.ModelSpec, context: base.LoadContext) -> None:
         """Count the load; fail for FAILING_MODEL."""
         del context
         if spec.model == FAILING_MODEL:
-            raise ModelLoadError(f"fake engine cannot load model {spec.model!r}")
+            raise base.ModelLoadError(f"fake engine cannot load model {spec.model!r}")
         FakeEngine.loads += 1
         self._spec = spec
 
     def transcribe(
-        self, audio: Audio, options: TranscribeOptions, progress: ProgressCallback
+        self, audio: base.Audio, options: TranscribeOptions, progress: base.ProgressCallback
     ) -> Transcript:
         """One segment, one word per second of audio."""
-        duration = len(audio) / SAMPLE_RATE
-        sleep_s = float(str(options.extra.get("sleep_s", 0.0)))
+        duration = len(audio) / base.SAMPLE_RATE
+        model = self._spec.model
+        sleep_s = (
+            float(model[len(SLOW_MODEL_PREFIX) :]) if model.startswith(SLOW_MODEL_PREFIX) else 0.0
+        )
         progress("transcribing", 0.0)
         if sleep_s:
             time.sleep(sleep_s)

@@ -22,8 +22,8 @@ import whisper_timestamped
 from whisper.model import Whisper
 
 from common.catalog import is_english_only
+from common.contract import TranscribeOptions
 from common.transcript import Segment, Timings, Transcript
-from worker.ct2_convert import ensure_converted, load_converted_model
 from worker.engines.base import (
     SAMPLE_RATE,
     Audio,
@@ -31,8 +31,8 @@ from worker.engines.base import (
     ModelLoadError,
     ModelSpec,
     ProgressCallback,
-    TranscribeOptions,
 )
+from worker.engines.ct2_convert import ensure_converted, load_converted_model
 from worker.engines.mapping import RawWord, build_segment, join_text
 from worker.models import BUNDLED_MODEL, bundled_model_dir
 
@@ -50,21 +50,6 @@ VAD_METHOD = "auditok"
 """whisper-timestamped's default VAD (silero) comes from torch.hub; auditok is local."""
 
 STAGE = "transcribing"
-
-# Library options a job may pass through `TranscribeOptions.extra`, with the type each needs;
-# others are ignored with a note (e.g. `plot_word_alignment` or another VAD would break a job).
-EXTRA_OPTIONS: dict[str, type] = {
-    "best_of": int,
-    "patience": float,
-    "length_penalty": float,
-    "condition_on_previous_text": bool,
-    "compression_ratio_threshold": float,
-    "logprob_threshold": float,
-    "no_speech_threshold": float,
-    "detect_disfluencies": bool,
-    "remove_punctuation_from_words": bool,
-    "remove_empty_words": bool,
-}
 
 # One whisper-timestamped call at a time per process: it hooks into the model's attention while
 # it decodes, and progress is read by swapping whisper.transcribe's tqdm for the call.
@@ -142,15 +127,6 @@ def _quiet_auditok() -> Iterator[None]:
             category=DeprecationWarning,
         )
         yield
-
-
-def _has_type(value: object, expected: type) -> bool:
-    """Whether a JSON-borne option fits `expected` (ints count as floats, bools as neither)."""
-    if isinstance(value, bool):
-        return expected is bool
-    if expected is float:
-        return isinstance(value, int | float)
-    return isinstance(value, expected)
 
 
 def _clamp(value: float, low: float, high: float) -> float:
@@ -263,14 +239,13 @@ class TimestampedEngine:
     def _language(
         self, samples: Audio, options: TranscribeOptions, notes: list[str]
     ) -> tuple[str, float | None]:
+        asked = options.language
         if self._english_only:
-            if options.language not in (None, "en"):
-                notes.append(
-                    f"{self._spec.model} is English-only: decoded as en, not {options.language}"
-                )
+            if asked not in (None, "en"):
+                notes.append(f"{self._spec.model} is English-only: decoded as en, not {asked}")
             return "en", None
-        if options.language is not None:
-            return options.language, None
+        if asked is not None:
+            return asked, None
         if samples.size == 0:
             return "en", None
         speech = samples
@@ -315,16 +290,4 @@ class TimestampedEngine:
             notes.append("word timings not requested (word_timestamps=false)")
         if options.hotwords:
             notes.append("hotwords are not supported by openai-whisper and were ignored")
-        for name, value in options.extra.items():
-            expected = EXTRA_OPTIONS.get(name)
-            if expected is None:
-                notes.append(f"option {name!r} is not supported by the timestamped engine; ignored")
-            elif not _has_type(value, expected):
-                notes.append(f"option {name!r} needs a {expected.__name__}; ignored")
-            elif name == "best_of" and not (options.temperature or 0.0) > 0:
-                notes.append("option 'best_of' needs a temperature above 0; ignored")
-            elif name == "patience" and options.beam_size is None:
-                notes.append("option 'patience' needs a beam_size; ignored")
-            else:
-                kwargs[name] = value
         return kwargs

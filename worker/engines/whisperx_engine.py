@@ -10,16 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from common.catalog import is_english_only
+from common.contract import TranscribeOptions
 from common.transcript import Segment, Timings, Transcript
-from worker.engines.base import (
-    SAMPLE_RATE,
-    Audio,
-    LoadContext,
-    ModelLoadError,
-    ModelSpec,
-    ProgressCallback,
-    TranscribeOptions,
-)
+from worker.engines import base
 from worker.engines.mapping import RawWord, build_segment, join_text
 from worker.models import BUNDLED_MODEL, bundled_model_dir
 
@@ -42,11 +35,11 @@ def _fixed_windows() -> Any:
             pass
 
         @staticmethod
-        def preprocess_audio(audio: Audio) -> Audio:
+        def preprocess_audio(audio: base.Audio) -> base.Audio:
             return audio
 
         def __call__(self, inputs: dict[str, Any]) -> float:
-            return len(inputs["waveform"]) / SAMPLE_RATE
+            return len(inputs["waveform"]) / base.SAMPLE_RATE
 
         @staticmethod
         def merge_chunks(
@@ -67,7 +60,7 @@ def _fixed_windows() -> Any:
 class WhisperXEngine:
     """One whisperx pipeline on one device, plus the alignment models it has loaded so far."""
 
-    def __init__(self, spec: ModelSpec, context: LoadContext) -> None:
+    def __init__(self, spec: base.ModelSpec, context: base.LoadContext) -> None:
         """Load the model: the bundled directory for tiny.en, else the name via the model cache."""
         import whisperx  # heavy: imported only where whisperx runs
 
@@ -88,7 +81,7 @@ class WhisperXEngine:
                 threads=context.cpu_threads or 4,
             )
         except Exception as error:  # any library failure means the model is unusable
-            raise ModelLoadError(
+            raise base.ModelLoadError(
                 f"whisperx could not load model {spec.model!r}: {type(error).__name__}: {error}"
             ) from error
         self._aligners: dict[str, tuple[Any, dict[str, Any]] | str] = {}
@@ -112,10 +105,10 @@ class WhisperXEngine:
 
     def _run_pipeline(
         self,
-        audio: Audio,
+        audio: base.Audio,
         language: str | None,
         options: TranscribeOptions,
-        progress: ProgressCallback,
+        progress: base.ProgressCallback,
         notes: list[str],
     ) -> dict[str, Any]:
         """One pipeline call with the job's decoding options and VAD choice, restored after."""
@@ -153,10 +146,10 @@ class WhisperXEngine:
         return raw
 
     def transcribe(
-        self, audio: Audio, options: TranscribeOptions, progress: ProgressCallback
+        self, audio: base.Audio, options: TranscribeOptions, progress: base.ProgressCallback
     ) -> Transcript:
         """Transcribe with VAD-cut batches, then align words when an aligner is available."""
-        duration = len(audio) / SAMPLE_RATE
+        duration = len(audio) / base.SAMPLE_RATE
         notes: list[str] = []
         progress("transcribing", 0.0)
         started = time.perf_counter()

@@ -1,0 +1,94 @@
+"""The jobs resource: GET /jobs (newest first, filtered, paged), GET and DELETE /jobs/{job_id}."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+from starlette.concurrency import run_in_threadpool
+
+from api.errors import ServiceError, not_found
+from api.http.deps import JobWaiterDep, QueueDep, SettingsDep
+from api.http.routes.status import get_status
+from api.http.schemas import ErrorBody, JobList
+from api.jobs.cancel import cancel_job
+from api.jobs.index import list_jobs
+from api.jobs.long_poll import status_after_wait
+from api.jobs.queue import find_job
+from common.contract import PublicStatus
+from common.job_status import JobStatus, describe_job
+
+router = APIRouter(tags=["jobs"])
+
+
+@router.get(
+    "/jobs",
+    response_model=JobList,
+    summary="List jobs, newest first",
+    responses={422: {"description": "Unknown status, limit out of range or a foreign cursor."}},
+)
+def get_jobs(
+    queue: QueueDep,
+    status: Annotated[PublicStatus | None, Query(description="Only jobs in this state.")] = None,
+    limit: Annotated[int, Query(ge=1, le=100, description="Jobs per page.")] = 20,
+    cursor: Annotated[
+        str | None, Query(max_length=80, description="`next_cursor` of the previous page.")
+    ] = None,
+) -> JobList:
+    """Jobs still kept (see RESULT_TTL_S), newest first, without their transcripts.
+
+    With a status filter one request looks at up to 1000 jobs, so a page can come back short
+    (even empty) with a `next_cursor` to go on from; only a null `next_cursor` means the end.
+    """
+    page = list_jobs(queue, limit, status, cursor)
+    jobs = [describe_job(job, include_result=False) for job in page.jobs]
+    return JobList(jobs=jobs, next_cursor=page.next_cursor)
+
+
+router.add_api_route(
+    "/jobs/{job_id}",
+    get_status,
+    methods=["GET"],
+    response_model=JobStatus,
+    summary="A job's state and result (the same record as /status/{job_id})",
+    responses={404: {"model": ErrorBody}, 503: {"model": ErrorBody}},
+)
+
+
+@router.delete(
+    "/jobs/{job_id}",
+    response_model=JobStatus,
+    summary="Cancel a queued job or stop a running one",
+    responses={
+        202: {"model": JobStatus, "description": "The running job was asked to stop."},
+        404: {"model": ErrorBody, "description": "Unknown or expired job."},
+        409: {"model": ErrorBody, "description": "The job has already finished or failed."},
+    },
+)
+async def delete_job(
+    job_id: str,
+    response: Response,
+    queue: QueueDep,
+    settings: SettingsDep,
+    waiter: JobWaiterDep,
+) -> JobStatus:
+    """Cancel the job and delete its upload; its status then says `canceled`.
+
+    A queued job is canceled at once (200). A running one is stopped at its next progress
+    report; the answer waits up to CANCEL_WAIT_S for that (200 once canceled), else answers 202
+    with the job still `started`: poll it. Canceling a canceled job is a 200; a finished or
+    failed one, a 409.
+    """
+    job = await run_in_threadpool(find_job, queue, job_id)
+    if job is None:
+        raise not_found(job_id)
+    outcome = await run_in_threadpool(cancel_job, settings, job)
+    wait_s = settings.cancel_wait_s if outcome == "stopping" else 0.0
+    status = await status_after_wait(queue, waiter, job_id, wait_s)
+    if status is None:
+        raise not_found(job_id)
+    if status.status in (PublicStatus.FINISHED, PublicStatus.FAILED):
+        raise ServiceError(409, f"job {job_id} {status.status} before it could be stopped")
+    if status.status != PublicStatus.CANCELED:
+        response.status_code = 202
+    return status

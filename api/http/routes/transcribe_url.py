@@ -1,0 +1,69 @@
+"""POST /transcribe/url: download the audio from a URL, check it like an upload, enqueue it."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from starlette.concurrency import run_in_threadpool
+
+from api.http.deps import SubmittingDep
+from api.http.schemas import SUBMISSION_ERRORS, JobAccepted, TranscribeUrlRequest, errors
+from api.intake.download import download
+from api.intake.staging import staged_file
+from api.jobs.idempotency import Fingerprint, Idempotency
+from api.jobs.submit import check_callback, check_fields, submit
+
+router = APIRouter(tags=["jobs"])
+
+
+@router.post(
+    "/transcribe/url",
+    response_model=JobAccepted,
+    summary="Queue the transcription of audio the server downloads from a URL",
+    responses={
+        **SUBMISSION_ERRORS,
+        422: {"description": "Invalid fields, or a URL or callback_url the server refuses."},
+        **errors(
+            {
+                400: "The body is not valid JSON.",
+                415: "The content is not audio.",
+                502: "The URL's host cannot be resolved, or it answered with an error or failed.",
+                504: "The download took longer than allowed.",
+                507: "No disk space left for the download.",
+            }
+        ),
+    },
+)
+async def transcribe_url(
+    body: TranscribeUrlRequest, response: Response, on: SubmittingDep
+) -> JobAccepted:
+    """Download `url` (http or https, public addresses only, URL_DOWNLOAD_TIMEOUT_S, the upload
+    size limit), check it is audio, and enqueue the job; poll the `Location` URL.
+
+    The address rules apply after DNS resolution and at every redirect, unless the host is in
+    OUTBOUND_ALLOWLIST. With an Idempotency-Key, a retry of the same request returns the first
+    request's job without downloading again.
+    """
+    settings = on.settings
+    submission = check_fields(body, settings)
+    await check_callback(submission, on.policy)
+    await run_in_threadpool(on.queue.connection.ping)
+    settings.upload_dir.mkdir(parents=True, exist_ok=True)
+    fingerprint = Fingerprint.of_json(body.model_dump(mode="json"))
+    idempotency = Idempotency(on.idempotency_key, fingerprint, settings.url_download_timeout_s)
+    with staged_file(settings.upload_dir, "download") as staged:
+
+        async def fetch() -> str | None:
+            downloaded = await download(
+                body.url,
+                on.policy,
+                staged,
+                settings.max_file_size,
+                settings.url_download_timeout_s,
+                settings.url_max_redirects,
+            )
+            return downloaded.extension
+
+        outcome = await submit(
+            on.queue, settings, submission, staged, fetch, idempotency=idempotency
+        )
+    return JobAccepted.answer(response, outcome.job_id, outcome.status, replayed=outcome.replayed)

@@ -1,0 +1,195 @@
+"""The submission service: where a checked request and its staged audio become a queued job.
+
+Both submission routes call `submit`; the fields are checked first by `check_fields` (the
+rules no single field's schema can state) and `check_callback`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from rq import Queue
+from starlette.concurrency import run_in_threadpool
+
+from api.errors import InvalidField, ServiceError
+from api.http.schemas import TranscribeForm
+from api.intake.probe import probe_audio
+from api.intake.staging import StagedFile
+from api.jobs.idempotency import Idempotency, KeyedSubmission
+from api.jobs.queue import enqueue_transcription
+from common.catalog import KNOWN_MODELS, EngineName, is_english_only
+from common.contract import JobRequest, PublicStatus, TranscribeOptions
+from common.media import ALLOWED_DEMUXERS
+from common.outbound import OutboundPolicy, OutboundRefused
+from config import Settings
+
+# Extension to give a downloaded file from the container ffprobe found (first name it lists).
+EXTENSION_OF_DEMUXER: dict[str, str] = {
+    "matroska": "mka",
+    "mov": "m4a",
+    "w64": "wav",
+    **{name: name for name in ALLOWED_DEMUXERS if name not in ("matroska", "mov", "w64")},
+}
+
+Fetch = Callable[[], Awaitable[str | None]]
+"""Brings the audio into the staged file (or finds it there); returns its extension, if known."""
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A job's checked parameters: the request less its audio, and where to report its end."""
+
+    engine: EngineName
+    model: str
+    options: TranscribeOptions
+    callback_url: str | None = None
+
+    def request(self, audio_path: str) -> JobRequest:
+        """The job request for the audio at `audio_path`."""
+        return JobRequest(
+            audio_path=audio_path,
+            engine=self.engine,
+            model=self.model,
+            options=self.options,
+        )
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """A submission's outcome: the job, and whether an earlier request with its key made it."""
+
+    job_id: str
+    status: PublicStatus
+    replayed: bool
+
+
+def offered_models(settings: Settings) -> list[str]:
+    """The model names clients may ask for: ALLOWED_MODELS, or every known model when unset."""
+    allowed = settings.allowed_models
+    if not allowed:
+        return list(KNOWN_MODELS)
+    return [name for name in KNOWN_MODELS if name in allowed] + sorted(
+        set(allowed).difference(KNOWN_MODELS)
+    )
+
+
+def check_fields(params: TranscribeForm, settings: Settings) -> Submission:
+    """Cross-field rules on top of the model's own validation; raises a 422 for the first broken.
+
+    No I/O: the callback's address is checked separately (`check_callback`).
+    """
+    model = params.model if params.model is not None else settings.default_model
+    offered = offered_models(settings)
+    if model not in offered:
+        raise InvalidField(
+            "model", f"model {model!r} is not offered here; choose one of {offered}", model
+        )
+    if params.language is not None and params.language.value != "en" and is_english_only(model):
+        raise InvalidField(
+            "language",
+            f"model {model!r} only transcribes English; use a multilingual model for "
+            f"{params.language.value!r}",
+            params.language.value,
+        )
+    if params.task.value == "translate" and is_english_only(model):
+        raise InvalidField(
+            "task",
+            f"model {model!r} is English-only and cannot translate; use a multilingual model",
+            params.task.value,
+        )
+    if params.hotwords and params.engine != EngineName.WHISPERX:
+        raise InvalidField(
+            "hotwords",
+            f"hotwords are supported by the whisperx engine only, not {params.engine.value!r}",
+            params.hotwords,
+        )
+    if params.temperature and params.engine == EngineName.WHISPERX:
+        raise InvalidField(
+            "temperature",
+            "whisperx decodes deterministically (batched beam search): only temperature 0 is "
+            "accepted; use engine=timestamped to sample",
+            params.temperature,
+        )
+    if params.callback_url and settings.webhook_secret is None:
+        raise InvalidField(
+            "callback_url",
+            "this server has no WEBHOOK_SECRET to sign webhooks with, so it takes no callback_url",
+            params.callback_url,
+        )
+    return Submission(
+        engine=params.engine,
+        model=model,
+        options=TranscribeOptions.model_validate(
+            params.model_dump(include=set(TranscribeOptions.model_fields))
+        ),
+        callback_url=params.callback_url or None,
+    )
+
+
+async def check_callback(submission: Submission, policy: OutboundPolicy) -> None:
+    """422 unless the callback URL is http(s) and resolves to addresses the policy allows.
+
+    Checked again at every delivery, since DNS may change in between.
+    """
+    if submission.callback_url is None:
+        return
+    try:
+        await run_in_threadpool(policy.vet, submission.callback_url)
+    except OutboundRefused as refused:
+        raise InvalidField(
+            "callback_url", f"callback_url refused: {refused.reason}", submission.callback_url
+        ) from None
+
+
+async def submit(
+    queue: Queue,
+    settings: Settings,
+    submission: Submission,
+    staged: StagedFile,
+    fetch: Fetch,
+    *,
+    idempotency: Idempotency,
+) -> Accepted:
+    """Claim the request's Idempotency-Key, fetch the audio, check it and enqueue its job.
+
+    A replay of the key answers the earlier job and fetches nothing. Raises ServiceError: 415
+    (not audio in an allowed container), 413 (too long), 409 (the key), and what `fetch`
+    raises. The staged file becomes the job's only once the job is enqueued.
+    """
+    keyed = KeyedSubmission(
+        queue,
+        settings,
+        idempotency.key,
+        idempotency.fingerprint,
+        # A claim outlives its request's fetch and probe.
+        pending_ttl_s=int(idempotency.fetch_s + settings.ffprobe_timeout_s) + 30,
+    )
+    job_id = str(uuid.uuid4())
+    async with keyed.claim(job_id) as replay:
+        if replay is not None:
+            return Accepted(replay.job_id, PublicStatus(replay.status), replayed=True)
+        extension = await fetch()
+        info = await probe_audio(staged.path, settings.ffprobe_timeout_s)
+        if info.duration_s is not None and info.duration_s > settings.max_audio_duration_s:
+            raise ServiceError(
+                413,
+                f"audio too long: {info.duration_s:.0f} s; the limit is "
+                f"{settings.max_audio_duration_s:.0f} s",
+            )
+        if extension is None:
+            found = [name for name in info.format_name.split(",") if name in EXTENSION_OF_DEMUXER]
+            extension = EXTENSION_OF_DEMUXER[found[0]] if found else "bin"
+        staged.move_to(settings.upload_dir / f"{job_id}.{extension}")
+        await run_in_threadpool(
+            enqueue_transcription,
+            queue,
+            settings,
+            job_id=job_id,
+            request=submission.request(str(staged.path)),
+            duration_s=info.duration_s,
+            callback_url=submission.callback_url,
+        )
+        staged.keep()
+    return Accepted(job_id, PublicStatus.QUEUED, replayed=False)

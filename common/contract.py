@@ -1,0 +1,269 @@
+"""The queue contract: the job request, its meta, the task name, the status names, the Redis keys.
+
+The API writes these and the worker reads them back; no other module knows a job's wire shape.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from rq import Queue
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
+from rq.job import JobStatus as RQStatus
+
+from common.catalog import EngineName, Language
+
+TASK = "worker.tasks.transcribe"
+"""The worker's job function, enqueued by name so the API never imports worker code."""
+
+INCOMING_PREFIX = ".incoming-"
+"""Name prefix of a file in UPLOAD_DIR that the API is still receiving or checking."""
+
+UPLOAD_NAME = re.compile(
+    r"^(?P<job_id>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.\w+$"
+)
+"""The name of an accepted upload in UPLOAD_DIR: `<job id>.<extension>`."""
+
+
+class Task(StrEnum):
+    """What to produce: text in the spoken language, or an English translation."""
+
+    TRANSCRIBE = "transcribe"
+    TRANSLATE = "translate"
+
+
+class TranscribeOptions(BaseModel):
+    """Per-job decoding options, each honoured where the engine's library supports it.
+
+    The submission form and JSON body reuse these fields as they stand.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    language: Language | None = Field(
+        default=None, description="Spoken language; detected when omitted."
+    )
+    task: Task = Field(
+        default=Task.TRANSCRIBE,
+        description="translate gives English text; it needs a multilingual (not .en) model.",
+    )
+    initial_prompt: str | None = Field(
+        default=None,
+        max_length=1000,
+        description="Text the model sees as preceding speech: names, spelling, style.",
+    )
+    hotwords: str | None = Field(
+        default=None,
+        max_length=500,
+        description="Words to favour while decoding (whisperx only; 422 with timestamped).",
+    )
+    vad: bool = Field(
+        default=True,
+        description="Skip non-speech with voice activity detection; off decodes every 30 s window.",
+    )
+    word_timestamps: bool = Field(default=True, description="Time each word, not only segments.")
+    beam_size: int | None = Field(
+        default=None, ge=1, le=10, description="Beam search width; the engine's default if unset."
+    )
+    temperature: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description=(
+            "Sampling temperature (timestamped; whisperx decodes deterministically and accepts "
+            "only 0)."
+        ),
+    )
+
+
+class JobRequest(BaseModel):
+    """What a job asks the worker to do; its fields are the task's keyword arguments."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    audio_path: str = Field(description="The upload, inside UPLOAD_DIR; never the audio itself.")
+    engine: EngineName
+    model: str
+    options: TranscribeOptions = Field(default_factory=TranscribeOptions)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _language_into_options(cls, data: Any) -> Any:
+        """Jobs queued before this contract carried `language` beside `options`."""
+        if isinstance(data, dict) and "language" in data:
+            data = dict(data)
+            language = data.pop("language")
+            options = dict(data.get("options") or {})
+            options.setdefault("language", language)
+            data["options"] = options
+        return data
+
+
+def request_of(job: Job) -> JobRequest | None:
+    """The request a job carries, or None when its arguments are not one (a foreign job)."""
+    kwargs = job.kwargs if isinstance(job.kwargs, dict) else {}
+    try:
+        return JobRequest.model_validate(kwargs)
+    except ValueError:
+        return None
+
+
+class Progress(BaseModel):
+    """How far a job has come."""
+
+    stage: str = Field(description="queued, loading_model, decoding, transcribing, aligning, done")
+    percent: float | None = Field(default=None, ge=0, le=100)
+
+
+class StageProgress(Progress):
+    """Progress as stored: also when the stage began, for the API's remaining-time estimate."""
+
+    stage_started_at: float | None = Field(default=None, description="Unix seconds.")
+
+
+class WebhookState(BaseModel):
+    """How the delivery of a job's webhook has gone so far."""
+
+    state: Literal["pending", "retrying", "delivered", "failed"] = Field(
+        default="pending",
+        description=(
+            "pending until the job ends and the first attempt is made; retrying after a failed "
+            "attempt with attempts left; delivered (2xx); failed when no attempt is left or the "
+            "receiver refused for good"
+        ),
+    )
+    attempts: int = Field(default=0, ge=0)
+    last_attempt_at: datetime | None = None
+    last_status_code: int | None = Field(
+        default=None, description="HTTP status of the last attempt, if one came back."
+    )
+    last_error: str | None = None
+    next_attempt_at: datetime | None = None
+    delivered_at: datetime | None = None
+
+
+class JobMeta(BaseModel):
+    """What the API and the worker write beside a job, in its rq meta."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    progress: StageProgress | None = None
+    callback_url: str | None = None
+    webhook: WebhookState | None = None
+    error: str | None = Field(default=None, description="Why the job failed, for people.")
+    detected_language: str | None = None
+
+
+def meta_of(job: Job) -> JobMeta:
+    """The job's meta as last loaded (call `job.get_meta()` first for a fresh copy)."""
+    return JobMeta.model_validate(job.meta if isinstance(job.meta, dict) else {})
+
+
+def store_meta(job: Job, meta: JobMeta, *, save: bool = True) -> None:
+    """Replace the job's meta with `meta`; saved to Redis unless `save` is False."""
+    job.meta.clear()
+    job.meta.update(meta.model_dump(mode="json", exclude_none=True, round_trip=True))
+    if save:
+        job.save_meta()
+
+
+class PublicStatus(StrEnum):
+    """A job's state as clients see it: rq's states, with a stopped job shown as canceled."""
+
+    QUEUED = "queued"
+    STARTED = "started"
+    FINISHED = "finished"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    DEFERRED = "deferred"
+    SCHEDULED = "scheduled"
+
+
+TERMINAL: frozenset[PublicStatus] = frozenset(
+    {PublicStatus.FINISHED, PublicStatus.FAILED, PublicStatus.CANCELED}
+)
+"""States a job never leaves by itself."""
+
+LIVE: frozenset[PublicStatus] = frozenset(PublicStatus) - TERMINAL
+"""States in which a job may still run, and so may still read its upload."""
+
+CANCELABLE: frozenset[PublicStatus] = LIVE
+"""States a cancel acts on (a canceled job's cancel is a no-op, an ended one's a conflict)."""
+
+_FROM_RQ: dict[str, PublicStatus] = {
+    RQStatus.STOPPED.value: PublicStatus.CANCELED,  # a running job is only stopped by a cancel
+}
+
+
+def public_status_of(rq_status: str) -> PublicStatus | None:
+    """The public name of an rq status string; None for a state this contract does not know."""
+    if rq_status in _FROM_RQ:
+        return _FROM_RQ[rq_status]
+    try:
+        return PublicStatus(rq_status)
+    except ValueError:
+        return None
+
+
+def public_status(job: Job) -> PublicStatus:
+    """The job's state as last loaded, as the API names it."""
+    status = job.get_status(refresh=False)
+    name = str(status.value if isinstance(status, RQStatus) else status)
+    return public_status_of(name) or PublicStatus.QUEUED
+
+
+def load_job(queue: Queue, job_id: str) -> Job | None:
+    """The saved job `job_id` of `queue`, or None; a miss changes nothing in Redis.
+
+    Never use rq's `Queue.fetch_job` for a job that may not be saved yet or may be gone: on a
+    miss it removes the id from the queue's list, so a lookup racing an enqueue (the hash and
+    the list entry are written in one transaction, after the lookup's read) loses that job.
+    """
+    try:
+        job = Job.fetch(job_id, connection=queue.connection, serializer=queue.serializer)
+    except NoSuchJobError:
+        return None
+    return job if job.origin == queue.name else None
+
+
+class Keys:
+    """Every Redis key this service adds beside rq's own, under the queue's `rq:queue:<name>`."""
+
+    def __init__(self, queue_name: str) -> None:
+        self.prefix = f"{Queue.redis_queue_namespace_prefix}{queue_name}"
+
+    @property
+    def index(self) -> str:
+        """Sorted set of job ids by creation time (GET /jobs)."""
+        return f"{self.prefix}:index"
+
+    @property
+    def webhooks_due(self) -> str:
+        """Sorted set of ended job ids whose webhook is due, scored by due time."""
+        return f"{self.prefix}:webhooks"
+
+    @property
+    def maintenance_lock(self) -> str:
+        """Held by the one worker that runs a maintenance pass."""
+        return f"{self.prefix}:maintenance-lock"
+
+    def webhook_scheduled(self, job_id: str) -> str:
+        """Marker that the job's webhook was scheduled (once per job)."""
+        return f"{self.webhooks_due}:scheduled:{job_id}"
+
+    def ended(self, job_id: str) -> str:
+        """List that holds the job's end signal for long-polls."""
+        return f"{self.prefix}:ended:{job_id}"
+
+    def cancel(self, job_id: str) -> str:
+        """Set when the job must not run, or must stop."""
+        return f"{self.prefix}:cancel:{job_id}"
+
+    def idempotency(self, key_sha256: str) -> str:
+        """A client's Idempotency-Key (as its SHA-256) → the job it made."""
+        return f"{self.prefix}:idempotency:{key_sha256}"

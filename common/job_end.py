@@ -1,0 +1,49 @@
+"""The one path every end of a job takes (success, failure, abandonment, cancel)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+
+from redis.exceptions import RedisError
+from rq.job import Job
+
+from common.contract import TERMINAL, Keys, public_status, request_of
+from common.job_events import announce_job_end
+from common.webhooks import schedule_delivery
+from config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def end_job(job: Job, settings: Settings) -> bool:
+    """Once a job's state is stored: if it has ended, delete its upload, wake its long-polls
+    and schedule its webhook; returns whether it had ended.
+
+    A job queued again for another attempt has not ended: it keeps its upload. Safe to call
+    more than once for a job (the webhook is scheduled once).
+    """
+    job.get_status(refresh=True)
+    if public_status(job) not in TERMINAL:
+        return False
+    delete_upload(job, settings.upload_dir)
+    try:
+        announce_job_end(job.connection, Keys(job.origin).ended(job.id))
+        schedule_delivery(job, settings)
+    except RedisError as error:
+        log.warning("job %s ended, but its end could not be announced: %s", job.id, error)
+    return True
+
+
+def delete_upload(job: Job, upload_dir: Path) -> None:
+    """Remove the job's upload, never a path outside `upload_dir`."""
+    request = request_of(job)
+    if request is None:
+        return
+    upload = Path(request.audio_path)
+    if upload.parent.resolve() != upload_dir.resolve():
+        log.warning("job %s names an upload outside UPLOAD_DIR; left alone: %s", job.id, upload)
+        return
+    with contextlib.suppress(FileNotFoundError):
+        upload.unlink()

@@ -1,0 +1,1 @@
+"""Helper scripts of the repository (run directly; importable for their tests)."""

@@ -1,0 +1,78 @@
+"""Fakes shared by the unit tier: the fake engine's runtime, an in-process worker, queued jobs."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from pathlib import Path
+
+from rq import Queue
+from rq.job import Job
+
+from api.jobs.queue import enqueue_transcription
+from common.catalog import EngineName
+from common.contract import JobRequest
+from config import Settings
+from worker.engines.fake import FakeEngine, slow_model
+from worker.rq_worker import TranscriptionWorker
+from worker.runtime import Runtime
+
+FAKE_ENGINES = {engine.value: "worker.engines.fake:FakeEngine" for engine in EngineName}
+"""An engine registry in which every engine name is the fake engine."""
+
+
+def fake_runtime(settings: Settings) -> Runtime:
+    """A worker runtime on the CPU whose engines are all the fake one (load count reset)."""
+    settings.device = "cpu"
+    FakeEngine.loads = 0
+    return Runtime.from_settings(settings, engines=FAKE_ENGINES)
+
+
+def work(queue: Queue, runtime: Runtime) -> None:
+    """Run every queued job in this thread, as `python -m worker` would, then return."""
+    worker = TranscriptionWorker(
+        [queue], connection=queue.connection, serializer=queue.serializer, runtime=runtime
+    )
+    worker.work(burst=True)
+
+
+def enqueue_audio(
+    queue: Queue,
+    settings: Settings,
+    audio: Path,
+    *,
+    model: str = "tiny.en",
+    sleep_s: float = 0.0,
+    callback_url: str | None = None,
+) -> Job:
+    """Copy `audio` into the uploads folder and enqueue a whisperx job for it, as the API would.
+
+    `sleep_s` makes the fake engine take that long (for cancel and stop tests).
+    """
+    settings.upload_dir.mkdir(parents=True, exist_ok=True)
+    job_id = str(uuid.uuid4())
+    target = settings.upload_dir / f"{job_id}{audio.suffix}"
+    shutil.copy(audio, target)
+    model = slow_model(sleep_s) if sleep_s else model
+    return enqueue_path(queue, settings, target, job_id, model=model, callback_url=callback_url)
+
+
+def enqueue_path(
+    queue: Queue,
+    settings: Settings,
+    audio_path: Path,
+    job_id: str | None = None,
+    *,
+    model: str = "tiny.en",
+    callback_url: str | None = None,
+) -> Job:
+    """Enqueue a whisperx job for the file at `audio_path` (which need not exist)."""
+    request = JobRequest(audio_path=str(audio_path), engine=EngineName.WHISPERX, model=model)
+    return enqueue_transcription(
+        queue,
+        settings,
+        job_id=job_id or str(uuid.uuid4()),
+        request=request,
+        duration_s=1.0,
+        callback_url=callback_url,
+    )

@@ -1,0 +1,1 @@
+"""Unit tests of the HTTP tier, laid out like `api/`."""

@@ -1,0 +1,1 @@
+"""Unit tests of `api.intake`: streaming, staging, probing."""

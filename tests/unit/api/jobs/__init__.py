@@ -1,0 +1,1 @@
+"""Unit tests of `api.jobs`: submission, idempotency, listing, long-polls, cancel."""

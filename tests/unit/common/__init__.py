@@ -1,0 +1,1 @@
+"""Unit tests of `common`: catalogue, formats, outbound rules, webhook signing."""

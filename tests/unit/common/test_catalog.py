@@ -1,0 +1,34 @@
+"""The API's choices stay in sync with the worker's registry; the API imports no engine."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from common.catalog import EngineName
+from tests.audio import REPO_ROOT
+from worker.engines import ENGINES, UnknownEngineError, resolve_engine
+
+
+def test_registry_matches_the_engines_the_api_accepts() -> None:
+    assert set(ENGINES) == {engine.value for engine in EngineName}
+
+
+def test_unknown_engine_names_the_known_ones() -> None:
+    with pytest.raises(UnknownEngineError, match="whisperx"):
+        resolve_engine("nope")
+
+
+def test_importing_the_api_loads_no_engine_library() -> None:
+    probe = (
+        "import sys, api.http.app; "
+        "heavy = {'torch', 'whisperx', 'whisper', 'whisper_timestamped', 'faster_whisper', "
+        "'ctranslate2', 'worker'}; "
+        "print(sorted(heavy & set(sys.modules)))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"

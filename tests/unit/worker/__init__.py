@@ -1,0 +1,1 @@
+"""Unit tests of `worker`, with the fake engine: jobs, cancel, webhooks, housekeeping."""

@@ -1,0 +1,167 @@
+"""The worker's housekeeping on fakeredis: the uploads sweeper, stranded jobs, Redis outages."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from pathlib import Path
+from typing import cast
+
+import fakeredis
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+from rq import Queue
+from rq.job import JobStatus
+
+from config import Settings
+from tests.fakes import enqueue_path, fake_runtime
+from worker.maintenance import maintenance_lock, requeue_stranded, run_maintenance, sweep_uploads
+from worker.rq_worker import TranscriptionWorker
+
+HOUR_S = 3600.0
+
+
+def enqueue(queue: Queue, settings: Settings, audio: Path | None = None) -> str:
+    job_id = str(uuid.uuid4())
+    enqueue_path(queue, settings, audio or settings.upload_dir / f"{job_id}.wav", job_id)
+    return job_id
+
+
+def upload_file(settings: Settings, name: str, age_s: float = 0.0) -> Path:
+    settings.upload_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.upload_dir / name
+    path.write_bytes(b"audio")
+    moment = time.time() - age_s
+    os.utime(path, (moment, moment))
+    return path
+
+
+def test_sweeper_removes_what_no_live_job_needs(queue: Queue, settings: Settings) -> None:
+    kept: list[Path] = []
+    removed: list[Path] = []
+    for status, expected in [
+        (JobStatus.QUEUED, kept),
+        (JobStatus.STARTED, kept),
+        (JobStatus.DEFERRED, kept),
+        (JobStatus.SCHEDULED, kept),
+        (JobStatus.FINISHED, removed),
+        (JobStatus.FAILED, removed),
+        (JobStatus.STOPPED, removed),
+        (JobStatus.CANCELED, removed),
+    ]:
+        job_id = enqueue(queue, settings)
+        queue.fetch_job(job_id).set_status(status)  # type: ignore[union-attr]
+        expected.append(upload_file(settings, f"{job_id}.wav", age_s=5 * HOUR_S))
+    kept.append(upload_file(settings, f"{uuid.uuid4()}.mp3", age_s=0.5 * HOUR_S))
+    removed.append(upload_file(settings, f"{uuid.uuid4()}.mp3", age_s=2 * HOUR_S))
+    kept.append(upload_file(settings, ".incoming-young", age_s=0.5 * HOUR_S))
+    removed.append(upload_file(settings, ".incoming-stale", age_s=2 * HOUR_S))
+    kept.append(upload_file(settings, "notes-of-an-operator.txt", age_s=50 * HOUR_S))
+    (settings.upload_dir / f"{uuid.uuid4()}.d").mkdir()
+
+    swept = sweep_uploads(queue, settings.upload_dir, orphan_age_s=HOUR_S)
+
+    assert sorted(swept) == sorted(removed)
+    assert all(path.exists() for path in kept)
+    assert not any(path.exists() for path in removed)
+
+
+def test_sweeper_tolerates_a_missing_folder(queue: Queue, tmp_path: Path) -> None:
+    assert sweep_uploads(queue, tmp_path / "absent", orphan_age_s=HOUR_S) == []
+
+
+def take_like_a_dying_worker(queue: Queue, redis: fakeredis.FakeRedis) -> None:
+    """What rq's dequeue does first (queue → intermediate list), and nothing after."""
+    redis.lmove(queue.key, queue.intermediate_queue.key)
+
+
+def test_a_job_stranded_by_a_dead_worker_goes_back_to_the_queue(
+    queue: Queue, redis: fakeredis.FakeRedis, settings: Settings
+) -> None:
+    job_id = enqueue(queue, settings)
+    take_like_a_dying_worker(queue, redis)
+    assert queue.job_ids == []
+    assert requeue_stranded(queue, grace_s=30) == []  # first sighting
+    assert requeue_stranded(queue, grace_s=30, now=time.time() + 10) == []
+    assert requeue_stranded(queue, grace_s=30, now=time.time() + 31) == [job_id]
+    assert queue.job_ids == [job_id]
+    assert queue.intermediate_queue.get_job_ids() == []
+    job = queue.fetch_job(job_id)
+    assert job is not None
+    assert job.get_status() == JobStatus.QUEUED
+    assert job.retries_left == settings.job_retries  # it never ran: no attempt spent
+
+
+def test_a_job_that_started_is_not_stranded(
+    queue: Queue, redis: fakeredis.FakeRedis, settings: Settings
+) -> None:
+    enqueue(queue, settings)
+    worker = TranscriptionWorker([queue], connection=redis, runtime=fake_runtime(settings))
+    dequeued = queue.dequeue_any([queue], None, connection=redis, serializer=queue.serializer)
+    assert dequeued is not None
+    redis.rpush(queue.intermediate_queue.key, dequeued[0].id)  # as if its removal were late
+    worker.prepare_execution(dequeued[0])
+    requeue_stranded(queue, grace_s=30)
+    assert requeue_stranded(queue, grace_s=30, now=time.time() + 60) == []
+    assert queue.job_ids == []
+
+
+def test_maintenance_requeues_stranded_jobs_too(
+    queue: Queue, redis: fakeredis.FakeRedis, settings: Settings
+) -> None:
+    job_id = enqueue(queue, settings)
+    take_like_a_dying_worker(queue, redis)
+    run_maintenance(queue, settings)
+    run_maintenance(queue, settings, now=time.time() + 60)
+    assert queue.job_ids == [job_id]
+
+
+def test_rq_registry_cleanup_waits_for_the_maintenance_lock(
+    queue: Queue, redis: fakeredis.FakeRedis, settings: Settings
+) -> None:
+    """Two cleanups at once would hand one abandoned job to the retry logic twice."""
+    job_id = enqueue(queue, settings)
+    worker = TranscriptionWorker([queue], connection=redis, runtime=fake_runtime(settings))
+    dequeued = queue.dequeue_any([queue], None, connection=redis, serializer=queue.serializer)
+    assert dequeued is not None
+    worker.prepare_execution(dequeued[0])
+    registry = queue.started_job_registry
+    entries = cast("list[bytes]", redis.zrange(registry.key, 0, -1))
+    redis.zadd(registry.key, dict.fromkeys(entries, 1))  # heartbeats long expired
+    with maintenance_lock(queue) as held:
+        assert held
+        worker.clean_registries()
+        assert queue.job_ids == []
+    worker.clean_registries()
+    assert queue.job_ids == [job_id]
+
+
+def test_finishing_a_job_waits_out_a_short_redis_outage(
+    redis: fakeredis.FakeRedis, queue: Queue, settings: Settings
+) -> None:
+    settings.redis_outage_wait_s = 5
+    worker = TranscriptionWorker([queue], connection=redis, runtime=fake_runtime(settings))
+    attempts: list[float] = []
+
+    def record() -> str:
+        attempts.append(time.monotonic())
+        if len(attempts) < 3:
+            raise RedisConnectionError("Connection refused")
+        return "stored"
+
+    assert worker._outlast_redis_outage(record, "record a result") == "stored"
+    assert len(attempts) == 3
+
+
+def test_a_long_redis_outage_gives_up(
+    redis: fakeredis.FakeRedis, queue: Queue, settings: Settings
+) -> None:
+    settings.redis_outage_wait_s = 0
+    worker = TranscriptionWorker([queue], connection=redis, runtime=fake_runtime(settings))
+
+    def record() -> None:
+        raise RedisConnectionError("Connection refused")
+
+    with pytest.raises(RedisConnectionError):
+        worker._outlast_redis_outage(record, "record a result")

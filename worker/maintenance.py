@@ -1,0 +1,186 @@
+"""A worker's housekeeping, under one lock per queue: abandoned and stranded jobs, old uploads."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from redis.exceptions import RedisError
+from rq import Queue
+from rq.job import Job
+
+from common.contract import INCOMING_PREFIX, LIVE, UPLOAD_NAME, Keys, load_job, public_status_of
+from common.job_end import end_job
+from config import Settings
+from worker.failures import record_failure
+
+log = logging.getLogger(__name__)
+
+MAINTENANCE_LOCK_TTL_S = 60
+
+
+@contextlib.contextmanager
+def maintenance_lock(queue: Queue) -> Iterator[bool]:
+    """Hold the queue's maintenance lock, if free; yields whether this process holds it."""
+    key = Keys(queue.name).maintenance_lock
+    token = secrets.token_hex(8)
+    if not queue.connection.set(key, token, nx=True, ex=MAINTENANCE_LOCK_TTL_S):
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        with contextlib.suppress(RedisError):
+            if queue.connection.get(key) == token.encode():
+                queue.connection.delete(key)
+
+
+def requeue_stranded(queue: Queue, grace_s: float, now: float | None = None) -> list[str]:
+    """Put back on the queue jobs a worker took off it but never started (it died in between).
+
+    rq moves a job to an intermediate list when a worker takes it, and into the started registry
+    a moment later; a job seen in the list, outside the registry, for longer than `grace_s` was
+    stranded there. It goes back to the front of the queue without spending a retry (it never
+    ran); a job that has ended meanwhile is just dropped from the list. Returns the requeued ids.
+    """
+    moment = time.time() if now is None else now
+    intermediate = queue.intermediate_queue
+    started = set(queue.started_job_registry.get_job_ids(cleanup=False))
+    requeued: list[str] = []
+    for job_id in intermediate.get_job_ids():
+        if job_id in started:
+            continue
+        first_seen = intermediate.get_first_seen(job_id)
+        if first_seen is None:
+            intermediate.set_first_seen(job_id)
+            continue
+        if moment - first_seen.timestamp() <= grace_s:
+            continue
+        job = load_job(queue, job_id)
+        with queue.connection.pipeline() as pipeline:
+            pipeline.lrem(intermediate.key, 1, job_id)
+            pipeline.delete(intermediate.get_first_seen_key(job_id))
+            if job is not None and job.get_status(refresh=False) == "queued":
+                queue.push_job_id(job_id, pipeline=pipeline, at_front=True)
+                requeued.append(job_id)
+            pipeline.execute()
+    if requeued:
+        log.warning("requeued %d job(s) stranded by a dead worker: %s", len(requeued), requeued)
+    return requeued
+
+
+def run_maintenance(
+    queue: Queue, settings: Settings, now: float | None = None, stranded_grace_s: float = 30
+) -> None:
+    """One pass: abandoned jobs (heartbeats expired by `now`) go to rq's retry-or-fail logic, and
+    stranded ones (see requeue_stranded) back to the queue.
+
+    A Redis lock keeps workers from handling the same abandoned job twice; a job failed for good
+    takes the job-end path.
+    """
+    with maintenance_lock(queue) as held:
+        if not held:
+            return
+        registry = queue.started_job_registry
+        abandoned: list[str] = registry.get_expired_job_ids(now)
+        registry.cleanup(timestamp=now, exception_handlers=[record_failure])
+        for job_id in abandoned:
+            job = load_job(queue, job_id)
+            if job is not None:
+                end_job(job, settings)
+        requeue_stranded(queue, stranded_grace_s, now)
+
+
+def start_maintenance_thread(
+    queue: Queue,
+    settings: Settings,
+    stop: threading.Event,
+    task: Callable[[Queue], None] | None = None,
+) -> threading.Thread:
+    """Run maintenance (`task`, run_maintenance by default) every MAINTENANCE_INTERVAL_S, and
+    the upload sweep every UPLOAD_SWEEP_INTERVAL_S, until `stop` is set, busy or not."""
+    if task is None:
+        task = functools.partial(
+            run_maintenance, settings=settings, stranded_grace_s=settings.heartbeat_ttl_s
+        )
+
+    def loop() -> None:
+        next_sweep = time.monotonic()
+        while not stop.is_set():
+            try:
+                task(queue)
+                if time.monotonic() >= next_sweep:
+                    next_sweep = time.monotonic() + settings.upload_sweep_interval_s
+                    sweep_uploads(queue, settings.upload_dir, settings.upload_orphan_age_s)
+            except RedisError as error:
+                log.warning("maintenance skipped: %s", error)
+            except Exception:
+                log.exception("maintenance pass failed")
+            stop.wait(settings.maintenance_interval_s)
+
+    thread = threading.Thread(target=loop, name="maintenance", daemon=True)
+    thread.start()
+    return thread
+
+
+def _job_status(queue: Queue, job_id: str) -> str | None:
+    """The job's rq status, "" while its hash is being written, None when there is none."""
+    raw = queue.connection.hget(Job.key_for(job_id), "status")
+    if raw is None:
+        return None if not queue.connection.exists(Job.key_for(job_id)) else ""
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
+def sweep_uploads(
+    queue: Queue, upload_dir: Path, orphan_age_s: float, now: float | None = None
+) -> list[Path]:
+    """Delete, in `upload_dir`, the uploads no live job needs; returns what was removed.
+
+    - `<job id>.<ext>` whose job has ended (finished, failed, stopped, canceled): at once;
+    - `<job id>.<ext>` whose job does not exist (expired, or never enqueued): once untouched
+      for `orphan_age_s` (the API renames a file a moment before it enqueues its job);
+    - `.incoming-*` (an upload cut off mid-way, e.g. by a killed API): once untouched for
+      `orphan_age_s`.
+
+    A file whose job is queued, started, scheduled or deferred is never touched, nor is a file
+    with any other name.
+    """
+    moment = time.time() if now is None else now
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(upload_dir))
+    except FileNotFoundError:
+        return removed
+    for entry in entries:
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            idle_s = moment - entry.stat(follow_symlinks=False).st_mtime
+        except FileNotFoundError:
+            continue
+        if entry.name.startswith(INCOMING_PREFIX):
+            doomed = idle_s > orphan_age_s
+        else:
+            match = UPLOAD_NAME.match(entry.name)
+            if match is None:
+                continue
+            status = _job_status(queue, match["job_id"])
+            if status is None:
+                doomed = idle_s > orphan_age_s
+            else:
+                public = public_status_of(status)
+                doomed = public is not None and public not in LIVE
+        if doomed:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+    if removed:
+        log.info("removed %d upload(s) no live job needs", len(removed))
+    return removed
