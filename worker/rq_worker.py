@@ -33,24 +33,13 @@ from worker.failures import record_failure
 from worker.maintenance import maintenance_lock
 from worker.runtime import Runtime
 from worker.stopping import JobStopped, clear_stop, request_stop
+from worker.tasks import TranscriptionJob
 
 log = logging.getLogger(__name__)
 
 WATCHDOG_SLACK_S = 60.0
 
 T = TypeVar("T")
-
-
-class TranscriptionJob(Job):
-    """rq's Job, run with the runtime of the worker that took it: the task function receives
-    that runtime as its first argument (see `worker.tasks.transcribe`)."""
-
-    runtime: Runtime | None = None
-
-    def _execute(self) -> Any:
-        if self.runtime is None or self.func is None:
-            raise RuntimeError(f"job {self.id} was run outside a TranscriptionWorker")
-        return self.func(self.runtime, *self.args, **self.kwargs)
 
 
 class TranscriptionWorker(SimpleWorker):

@@ -1,4 +1,5 @@
-"""The job function the API enqueues by name: `worker.tasks.transcribe`."""
+"""The job function the API enqueues by name (`worker.tasks.transcribe`), and the job class
+that hands it the runtime of the worker running it."""
 
 from __future__ import annotations
 
@@ -120,3 +121,15 @@ def transcribe(runtime: Runtime, **arguments: Any) -> dict[str, Any]:
     if job is not None:
         save_progress(job, StageProgress(stage="done", percent=100.0), transcript.language)
     return transcript.model_dump(mode="json")
+
+
+class TranscriptionJob(Job):
+    """rq's Job, run with the runtime of the worker that took it: the task function receives
+    that runtime as its first argument (see `worker.tasks.transcribe`)."""
+
+    runtime: Runtime | None = None
+
+    def _execute(self) -> Any:
+        if self.runtime is None or self.func is None:
+            raise RuntimeError(f"job {self.id} was run outside a TranscriptionWorker")
+        return self.func(self.runtime, *self.args, **self.kwargs)
