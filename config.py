@@ -182,6 +182,18 @@ class Settings(BaseSettings):
         description="How long DELETE /jobs/{id} waits for a running job to stop before a 202.",
     )
 
+    # --- Access ------------------------------------------------------------------------------
+    require_api_key: bool = Field(
+        default=False,
+        description=(
+            "Every route but /livez, /health, /docs and /openapi.json needs an API key "
+            "(`python -m api.keys`); each key sees only its own jobs."
+        ),
+    )
+    admin_api_key: SecretStr | None = Field(
+        default=None, description="A key named admin that sees every job, with no `create`."
+    )
+
     # --- Models and engines ------------------------------------------------------------------
     default_model: str = Field(
         default="tiny.en", description="Model used when a request names none."

@@ -109,29 +109,31 @@ def scaling(service: Service, client: httpx.Client, report: Report, options: Opt
         phase.label: {engine: {"jobs": jobs, "seconds": s} for engine, s in by_engine.items()}
         for phase, by_engine in direct.items()
     }
+
+    def throughput(label: str, seconds: float, reference_s: float, reference_label: str) -> Row:
+        return Row(
+            "scaling",
+            label,
+            "jobs/s",
+            jobs / seconds,
+            reference=jobs / reference_s,
+            reference_label=reference_label,
+        )
+
     for engine in options.engines:
-        report.add(
-            Row(
-                "scaling",
-                f"{engine}: direct calls, no service: {jobs} x {SHORT_AUDIO.name}, "
-                f"{_processes(pair)} vs {_processes(single)} (the engine's own ceiling)",
-                "jobs/s",
-                jobs / direct[pair][engine],
-                reference=jobs / direct[single][engine],
-                reference_label=_processes(single),
-            )
+        ceiling = (
+            f"{engine}: direct calls, no service: {jobs} x {SHORT_AUDIO.name}, "
+            f"{_processes(pair)} vs {_processes(single)} (the engine's own ceiling)"
         )
-        report.add(
-            Row(
-                "scaling",
-                f"{engine}: {jobs} x {SHORT_AUDIO.name}, service with {pair.label} vs direct "
-                f"calls in {_processes(pair)}",
-                "jobs/s",
-                jobs / results[pair][engine],
-                reference=jobs / direct[pair][engine],
-                reference_label=f"direct, {_processes(pair)}",
-            )
+        overhead = (
+            f"{engine}: {jobs} x {SHORT_AUDIO.name}, service with {pair.label} vs direct "
+            f"calls in {_processes(pair)}"
         )
+        for row in (
+            (ceiling, direct[pair][engine], direct[single][engine], _processes(single)),
+            (overhead, results[pair][engine], direct[pair][engine], f"direct, {_processes(pair)}"),
+        ):
+            report.add(throughput(*row))
         report.findings.append(_ceiling(engine, results, direct, single, pair))
         for measured, baseline, target in comparisons:
             report.add(

@@ -157,6 +157,7 @@ class JobMeta(BaseModel):
     webhook: WebhookState | None = None
     error: str | None = Field(default=None, description="Why the job failed, for people.")
     detected_language: str | None = None
+    owner: str | None = Field(default=None, description="Name of the API key that submitted it.")
 
 
 def meta_of(job: Job) -> JobMeta:
@@ -235,22 +236,19 @@ class Keys:
     """Every Redis key this service adds beside rq's own, under the queue's `rq:queue:<name>`."""
 
     def __init__(self, queue_name: str) -> None:
-        self.prefix = f"{Queue.redis_queue_namespace_prefix}{queue_name}"
-
-    @property
-    def index(self) -> str:
+        self.prefix = prefix = f"{Queue.redis_queue_namespace_prefix}{queue_name}"
+        self.index = f"{prefix}:index"
         """Sorted set of job ids by creation time (GET /jobs)."""
-        return f"{self.prefix}:index"
-
-    @property
-    def webhooks_due(self) -> str:
+        self.webhooks_due = f"{prefix}:webhooks"
         """Sorted set of ended job ids whose webhook is due, scored by due time."""
-        return f"{self.prefix}:webhooks"
-
-    @property
-    def maintenance_lock(self) -> str:
+        self.maintenance_lock = f"{prefix}:maintenance-lock"
         """Held by the one worker that runs a maintenance pass."""
-        return f"{self.prefix}:maintenance-lock"
+        self.api_keys = f"{prefix}:api-keys"
+        """Hash of API keys: SHA-256 of the key → its record (name, admin flag)."""
+        self.api_key_names = f"{prefix}:api-key-names"
+        """Hash of API key names → the SHA-256 they are stored under."""
+        self.api_key_last_used = f"{prefix}:api-key-last-used"
+        """Hash of API key names → when each was last used (ISO time)."""
 
     def webhook_scheduled(self, job_id: str) -> str:
         """Marker that the job's webhook was scheduled (once per job)."""
@@ -263,6 +261,10 @@ class Keys:
     def cancel(self, job_id: str) -> str:
         """Set when the job must not run, or must stop."""
         return f"{self.prefix}:cancel:{job_id}"
+
+    def owner_index(self, owner: str) -> str:
+        """Sorted set of one API key's job ids by creation time."""
+        return f"{self.index}:owner:{owner}"
 
     def idempotency(self, key_sha256: str) -> str:
         """A client's Idempotency-Key (as its SHA-256) → the job it made."""

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
@@ -17,6 +17,7 @@ from rq.serializers import JSONSerializer
 from starlette.concurrency import run_in_threadpool
 
 from api.errors import ServiceError, service_error_handler
+from api.http.deps import get_caller
 from api.http.routes import health, jobs, results, status, transcribe, transcribe_url
 from api.http.schemas import MODEL_NAME_SCHEMA, OFFERED_MODEL_MARK
 from api.intake import pyav_helper
@@ -41,6 +42,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Open the Redis connection pool and the queue for the app's lifetime."""
     settings = _settings_of(app)
     logging.basicConfig(level=settings.log_level)
+    if not settings.require_api_key:
+        log.warning(
+            "the API is open: anyone who can reach it may submit and read every job; set "
+            "REQUIRE_API_KEY=true and create keys with `python -m api.keys create NAME`"
+        )
     settings.upload_dir.mkdir(parents=True, exist_ok=True)
     connection = connect_redis(settings)
     app.state.queue = Queue(settings.queue_name, connection=connection, serializer=JSONSerializer)
@@ -92,8 +98,10 @@ def create_app(settings: Settings) -> FastAPI:
         static_url=STATIC_DOCS_URL,
     )
     app.state.settings = settings
-    for module in (transcribe, transcribe_url, status, jobs, results, health):
-        app.include_router(module.router)
+    # Every resource needs an API key when REQUIRE_API_KEY is on; the probes do not.
+    for module in (transcribe, transcribe_url, status, jobs, results):
+        app.include_router(module.router, dependencies=[Depends(get_caller)])
+    app.include_router(health.router)
     app.add_exception_handler(ServiceError, service_error_handler)
     app.add_exception_handler(RedisError, _redis_unavailable)
 

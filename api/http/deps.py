@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import hmac
 from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from redis.exceptions import RedisError
 from rq import Queue
 
+from api.errors import ServiceError
 from api.jobs.idempotency import HEADER, KEY_PATTERN
 from api.jobs.long_poll import JobEndWaiter
+from api.jobs.queue import Caller
+from api.keys.store import ADMIN_NAME, KeyStore
 from common.outbound import OutboundPolicy
 from config import Settings
 
@@ -63,24 +70,75 @@ IdempotencyKeyHeader = Annotated[
 ]
 
 
+_bearer = HTTPBearer(auto_error=False, description="An API key (`python -m api.keys create`).")
+_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key.")
+
+
+def _unauthorized(detail: str) -> ServiceError:
+    return ServiceError(401, detail, {"WWW-Authenticate": "Bearer"})
+
+
+def get_caller(
+    settings: SettingsDep,
+    queue: QueueDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    api_key: Annotated[str | None, Depends(_api_key_header)],
+) -> Caller | None:
+    """The API key a request came with, checked in Redis on every request (so a revocation
+    holds at once in every process); None while REQUIRE_API_KEY is off (any key is ignored).
+
+    Raises a 401 ServiceError for a missing, unknown or revoked key.
+    """
+    if not settings.require_api_key:
+        return None
+    secret = bearer.credentials if bearer is not None else api_key
+    if not secret:
+        raise _unauthorized(
+            "this server needs an API key: send `Authorization: Bearer <key>` or `X-API-Key: <key>`"
+        )
+    admin = settings.admin_api_key
+    if admin is not None and hmac.compare_digest(
+        secret.encode(), admin.get_secret_value().encode()
+    ):
+        return Caller(ADMIN_NAME, admin=True)
+    store = KeyStore(queue.connection, queue.name)
+    key = store.find(secret)
+    if key is None:
+        raise _unauthorized("the API key is unknown or has been revoked")
+    with contextlib.suppress(RedisError):
+        store.touch(key.name)
+    return Caller(key.name, admin=key.admin)
+
+
+CallerDep = Annotated[Caller | None, Depends(get_caller)]
+
+
 @dataclass(frozen=True)
 class Submitting:
-    """What a submission route needs beside its body: settings, queue, address rules, key."""
+    """What a submission route needs beside its body: settings, queue, address rules, the
+    Idempotency-Key and who is asking."""
 
     settings: Settings
     queue: Queue
     policy: OutboundPolicy
     idempotency_key: str | None
+    caller: Caller | None
+
+    @property
+    def owner(self) -> str | None:
+        """The name jobs submitted now are recorded under (None with keys off)."""
+        return self.caller.name if self.caller is not None else None
 
 
 def get_submitting(
     settings: SettingsDep,
     queue: QueueDep,
     policy: OutboundPolicyDep,
+    caller: CallerDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> Submitting:
     """The submission routes' shared dependencies in one."""
-    return Submitting(settings, queue, policy, idempotency_key)
+    return Submitting(settings, queue, policy, idempotency_key, caller)
 
 
 SubmittingDep = Annotated[Submitting, Depends(get_submitting)]

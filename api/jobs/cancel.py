@@ -1,4 +1,5 @@
-"""Cancelling a job: a queued one at once (rq's `Job.cancel`), a running one through its worker.
+"""Cancelling a job (a queued one at once, a running one through its worker), and erasing an
+ended one for good.
 
 A running job gets rq's `stop-job` command, which its worker turns into a stop at the next
 progress report; a cancel key set first also reaches a job a worker takes at that moment.
@@ -13,11 +14,12 @@ from typing import Literal
 from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
+from rq.results import Result
 
 from api.errors import ServiceError
 from common.cancellation import request_cancel
-from common.contract import CANCELABLE, PublicStatus, public_status
-from common.job_end import end_job
+from common.contract import CANCELABLE, Keys, PublicStatus, meta_of, public_status
+from common.job_end import delete_upload, end_job
 from config import Settings
 
 log = logging.getLogger(__name__)
@@ -50,3 +52,23 @@ def cancel_job(settings: Settings, job: Job) -> Literal["canceled", "stopping"]:
     connection.expire(job.key, settings.failure_ttl_s)
     end_job(job, settings)
     return "canceled"
+
+
+def erase_job(settings: Settings, job: Job) -> None:
+    """Delete an ended job for good: its record, transcript, upload, end signal, cancel key,
+    webhook schedule and index entries (a privacy request)."""
+    delete_upload(job, settings.upload_dir)
+    keys = Keys(job.origin)
+    owner = meta_of(job).owner
+    with job.connection.pipeline() as pipeline:
+        job.delete(pipeline=pipeline)
+        pipeline.delete(
+            Result.get_key(job.id), keys.ended(job.id), keys.cancel(job.id),
+            keys.webhook_scheduled(job.id),
+        )  # fmt: skip
+        pipeline.zrem(keys.webhooks_due, job.id)
+        pipeline.zrem(keys.index, job.id)
+        if owner is not None:
+            pipeline.zrem(keys.owner_index(owner), job.id)
+        pipeline.execute()
+    log.info("job %s erased on request", job.id)

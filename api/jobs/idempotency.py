@@ -77,9 +77,11 @@ class Replay:
     status: str
 
 
-def redis_key(queue_name: str, key: str) -> str:
-    """Where a client's key is recorded; hashed, so any key makes a short, safe Redis name."""
-    return Keys(queue_name).idempotency(hashlib.sha256(key.encode()).hexdigest())
+def redis_key(queue_name: str, key: str, owner: str | None = None) -> str:
+    """Where a client's key is recorded, scoped to the API key `owner` (the same
+    Idempotency-Key from two API keys is two jobs); hashed into a short, safe Redis name."""
+    scoped = key if owner is None else f"{owner}\0{key}"
+    return Keys(queue_name).idempotency(hashlib.sha256(scoped.encode()).hexdigest())
 
 
 def _record(job_id: str, fingerprint: Fingerprint, state: str) -> bytes:
@@ -173,6 +175,8 @@ class Idempotency:
     fingerprint: Fingerprint
     fetch_s: float
     """The longest the request may take to fetch its audio (a claim must outlive it)."""
+    owner: str | None = None
+    """The API key the request came with: keys are scoped to it."""
 
 
 @dataclass
@@ -188,6 +192,7 @@ class KeyedSubmission:
     fingerprint: Fingerprint
     pending_ttl_s: int
     """How long a claim lasts before its job exists: longer than the request's own work."""
+    owner: str | None = None
 
     @contextlib.asynccontextmanager
     async def claim(self, job_id: str) -> AsyncIterator[Replay | None]:
@@ -203,7 +208,7 @@ class KeyedSubmission:
         outcome = await run_in_threadpool(
             claim,
             self.queue.connection,
-            redis_key(self.queue.name, self.key),
+            redis_key(self.queue.name, self.key, self.owner),
             job_id,
             self.fingerprint,
             self.pending_ttl_s,

@@ -33,16 +33,17 @@ def _score(moment: datetime) -> int:
     return int(moment.timestamp() * 1_000_000)
 
 
-def index_job(pipeline: Pipeline, job: Job, settings: Settings) -> None:
-    """Add a new job to the index and drop entries older than any job can live, in `pipeline`
-    (the enqueue's own transaction, so a job is never queued without being listed)."""
+def index_job(pipeline: Pipeline, job: Job, settings: Settings, owner: str | None = None) -> None:
+    """Add a new job to the index (and to its owner's) and drop entries older than any job can
+    live, in `pipeline` (the enqueue's own transaction: a job is never queued unlisted)."""
     created = job.created_at or datetime.now(UTC)
     keep_us = (
         max(settings.result_ttl_s, settings.failure_ttl_s) + settings.job_timeout_max_s
     ) * 1_000_000
-    key = Keys(job.origin).index
-    pipeline.zadd(key, {job.id: _score(created)})
-    pipeline.zremrangebyscore(key, "-inf", f"({_score(datetime.now(UTC)) - keep_us}")
+    keys = Keys(job.origin)
+    for key in (keys.index,) if owner is None else (keys.index, keys.owner_index(owner)):
+        pipeline.zadd(key, {job.id: _score(created)})
+        pipeline.zremrangebyscore(key, "-inf", f"({_score(datetime.now(UTC)) - keep_us}")
 
 
 @dataclass(frozen=True)
@@ -65,14 +66,20 @@ def _member(value: bytes | str) -> str:
 
 
 def list_jobs(
-    queue: Queue, limit: int, status: PublicStatus | None = None, cursor: str | None = None
+    queue: Queue,
+    limit: int,
+    status: PublicStatus | None = None,
+    cursor: str | None = None,
+    owner: str | None = None,
 ) -> Page:
-    """Up to `limit` jobs, newest first, after `cursor`, in `status` when given.
+    """Up to `limit` jobs, newest first, after `cursor`, in `status` and of `owner` (an API
+    key's name) when given.
 
     Raises InvalidField (422) for a cursor this API did not hand out.
     """
     connection = queue.connection
-    key = Keys(queue.name).index
+    keys = Keys(queue.name)
+    key = keys.index if owner is None else keys.owner_index(owner)
     after = _parse_cursor(cursor) if cursor else None
     found: list[Job] = []
     scanned = 0

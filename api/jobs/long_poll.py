@@ -6,7 +6,7 @@ from redis.asyncio import Redis as AsyncRedis
 from rq import Queue
 from starlette.concurrency import run_in_threadpool
 
-from api.jobs.queue import find_job
+from api.jobs.queue import Caller, find_job
 from common.contract import TERMINAL, Keys
 from common.job_status import JobStatus, describe_job
 
@@ -33,22 +33,22 @@ class JobEndWaiter:
         return signal is not None
 
 
-def read_status(queue: Queue, job_id: str) -> JobStatus | None:
-    """The job's status as the API shows it, or None for an unknown or expired job."""
-    job = find_job(queue, job_id)
+def read_status(queue: Queue, job_id: str, caller: Caller | None = None) -> JobStatus | None:
+    """The job's status as the API shows it, or None for a job `caller` cannot see."""
+    job = find_job(queue, job_id, caller)
     return None if job is None else describe_job(job)
 
 
 async def status_after_wait(
-    queue: Queue, waiter: JobEndWaiter, job_id: str, wait_s: float
+    queue: Queue, waiter: JobEndWaiter, job_id: str, wait_s: float, caller: Caller | None = None
 ) -> JobStatus | None:
     """The job's status once it has ended or `wait_s` seconds have passed, whichever is first.
 
     The state is read before waiting and the end signal outlives the job's end, so a job that
     ends in between is not missed.
     """
-    status = await run_in_threadpool(read_status, queue, job_id)
+    status = await run_in_threadpool(read_status, queue, job_id, caller)
     if status is None or wait_s <= 0 or status.status in TERMINAL:
         return status
     await waiter.wait(job_id, wait_s)
-    return await run_in_threadpool(read_status, queue, job_id)
+    return await run_in_threadpool(read_status, queue, job_id, caller)

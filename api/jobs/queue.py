@@ -3,13 +3,31 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from rq import Queue, Retry
 from rq.job import Job
 
 from api.jobs.index import index_job
-from common.contract import TASK, JobMeta, JobRequest, StageProgress, load_job, store_meta
+from common.contract import (
+    TASK,
+    JobMeta,
+    JobRequest,
+    StageProgress,
+    load_job,
+    meta_of,
+    store_meta,
+)
 from config import Settings
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is asking, by API key: its name, and whether it may see every job."""
+
+    name: str
+    admin: bool = False
+
 
 JOB_ID_PATTERN = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
@@ -34,9 +52,10 @@ def enqueue_transcription(
     request: JobRequest,
     duration_s: float | None,
     callback_url: str | None = None,
+    owner: str | None = None,
 ) -> Job:
     """Put one transcription on the queue and in the job index; only the file's path crosses
-    Redis. `callback_url` gets the webhook."""
+    Redis. `callback_url` gets the webhook; `owner` is the submitting API key's name."""
     job = queue.create_job(
         TASK,
         kwargs=request.model_dump(mode="json", exclude_none=True),
@@ -48,17 +67,21 @@ def enqueue_transcription(
         retry=Retry(max=settings.job_retries) if settings.job_retries else None,
         description=f"transcribe engine={request.engine} model={request.model}",
     )
-    meta = JobMeta(progress=StageProgress(stage="queued"), callback_url=callback_url)
+    meta = JobMeta(progress=StageProgress(stage="queued"), callback_url=callback_url, owner=owner)
     store_meta(job, meta, save=False)
     with queue.connection.pipeline() as pipeline:
         queue.enqueue_job(job, pipeline=pipeline)
-        index_job(pipeline, job, settings)
+        index_job(pipeline, job, settings, owner)
         pipeline.execute()
     return job
 
 
-def find_job(queue: Queue, job_id: str) -> Job | None:
-    """The job with this id, or None when the id is malformed, unknown or expired."""
+def find_job(queue: Queue, job_id: str, caller: Caller | None = None) -> Job | None:
+    """The job with this id, or None when the id is malformed, unknown, expired, or another
+    API key's (so ids cannot be probed); `caller` None sees every job (keys are off)."""
     if not JOB_ID_PATTERN.match(job_id):
         return None
-    return load_job(queue, job_id)
+    job = load_job(queue, job_id)
+    if job is None or caller is None or caller.admin or meta_of(job).owner == caller.name:
+        return job
+    return None

@@ -165,6 +165,7 @@ async def submit(
         idempotency.fingerprint,
         # A claim outlives its request's fetch and probe.
         pending_ttl_s=int(idempotency.fetch_s + settings.ffprobe_timeout_s) + 30,
+        owner=idempotency.owner,
     )
     job_id = str(uuid.uuid4())
     async with keyed.claim(job_id) as replay:
@@ -190,6 +191,7 @@ async def submit(
             request=submission.request(str(staged.path)),
             duration_s=info.duration_s,
             callback_url=submission.callback_url,
+            owner=idempotency.owner,
         )
         staged.keep()
     return Accepted(job_id, PublicStatus.QUEUED, replayed=False)

@@ -296,13 +296,16 @@ def test_cancel_a_queued_and_a_running_job(api: httpx.Client, jobs_service: Serv
     assert body["result"] is None
     assert api.get(f"/status/{running}").json()["status"] == "canceled"
     assert not any(jobs_service.upload_dir.iterdir())
-    assert api.delete(f"/jobs/{running}").status_code == 200
     listed = api.get("/jobs", params={"status": "canceled"}).json()["jobs"]
     assert {running, queued} <= {item["job_id"] for item in listed}
+    # Once ended, DELETE erases the job for good.
+    assert api.delete(f"/jobs/{running}").status_code == 204
+    assert api.get(f"/status/{running}").status_code == 404
     # The worker goes on with the next job.
     after = submit(api, JFK, "whisperx")
     assert wait_for_job(api, after)["status"] == "finished"
-    assert api.delete(f"/jobs/{after}").status_code == 409
+    assert api.delete(f"/jobs/{after}").status_code == 204
+    assert api.get(f"/result/{after}").status_code == 404
 
 
 def test_options_reach_whisperx(api: httpx.Client) -> None:

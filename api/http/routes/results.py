@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from api.errors import ServiceError, not_found
-from api.http.deps import QueueDep
+from api.http.deps import CallerDep, QueueDep
 from api.http.schemas import ErrorBody
 from api.jobs.queue import find_job
 from common.formats import OutputFormat, download_filename, media_type, render
@@ -27,9 +27,11 @@ router = APIRouter(tags=["jobs"])
         409: {"model": ErrorBody, "description": "The job has not finished (or failed)."},
     },
 )
-def get_result(job_id: str, queue: QueueDep, format: OutputFormat = OutputFormat.JSON) -> Response:
+def get_result(
+    job_id: str, queue: QueueDep, caller: CallerDep, format: OutputFormat = OutputFormat.JSON
+) -> Response:
     """Render the stored transcript; 409 while the job is queued or running, or if it failed."""
-    job = find_job(queue, job_id)
+    job = find_job(queue, job_id, caller)
     if job is None:
         raise not_found(job_id)
     status = describe_job(job)

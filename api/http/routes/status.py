@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from api.errors import not_found
-from api.http.deps import JobWaiterDep, QueueDep
+from api.http.deps import CallerDep, JobWaiterDep, QueueDep
 from api.http.schemas import ErrorBody
 from api.jobs.long_poll import MAX_WAIT_S, status_after_wait
 from common.job_status import JobStatus
@@ -34,10 +34,10 @@ WaitQuery = Annotated[
     responses={404: {"model": ErrorBody}, 503: {"model": ErrorBody}},
 )
 async def get_status(
-    job_id: str, queue: QueueDep, waiter: JobWaiterDep, wait: WaitQuery = 0
+    job_id: str, queue: QueueDep, waiter: JobWaiterDep, caller: CallerDep, wait: WaitQuery = 0
 ) -> JobStatus:
     """The job's status, times and progress; the transcript once finished, the reason if failed."""
-    status = await status_after_wait(queue, waiter, job_id, wait)
+    status = await status_after_wait(queue, waiter, job_id, wait, caller)
     if status is None:
         raise not_found(job_id)
     return status

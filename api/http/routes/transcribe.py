@@ -97,6 +97,6 @@ async def transcribe(request: Request, response: Response, on: SubmittingDep) ->
             submission,
             staged,
             already_received,
-            idempotency=Idempotency(on.idempotency_key, fingerprint, fetch_s=0),
+            idempotency=Idempotency(on.idempotency_key, fingerprint, 0, on.owner),
         )
     return JobAccepted.answer(response, outcome.job_id, outcome.status, replayed=outcome.replayed)

@@ -49,7 +49,9 @@ async def transcribe_url(
     await run_in_threadpool(on.queue.connection.ping)
     settings.upload_dir.mkdir(parents=True, exist_ok=True)
     fingerprint = Fingerprint.of_json(body.model_dump(mode="json"))
-    idempotency = Idempotency(on.idempotency_key, fingerprint, settings.url_download_timeout_s)
+    idempotency = Idempotency(
+        on.idempotency_key, fingerprint, settings.url_download_timeout_s, on.owner
+    )
     with staged_file(settings.upload_dir, "download") as staged:
 
         async def fetch() -> str | None:

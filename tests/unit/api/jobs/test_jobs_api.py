@@ -155,9 +155,8 @@ def test_cancel_a_queued_job(client: TestClient, queue: Queue, settings: Setting
     assert job.id not in queue.job_ids
     assert client.get(f"/status/{job.id}").json()["status"] == "canceled"
     assert 0 < queue.connection.ttl(job.key) <= settings.failure_ttl_s
-    again = client.delete(f"/jobs/{job.id}")
-    assert again.status_code == 200
-    assert again.json()["status"] == "canceled"
+    assert client.delete(f"/jobs/{job.id}").status_code == 204  # ended now: erased
+    assert client.get(f"/status/{job.id}").status_code == 404
 
 
 def test_cancel_a_running_job_asks_its_worker(
@@ -173,15 +172,29 @@ def test_cancel_a_running_job_asks_its_worker(
     assert cancel_requested(queue.connection, job)
 
 
-@pytest.mark.parametrize("ended", [RQStatus.FINISHED, RQStatus.FAILED])
-def test_ended_jobs_cannot_be_canceled(
+@pytest.mark.parametrize("ended", [RQStatus.FINISHED, RQStatus.FAILED, RQStatus.STOPPED])
+def test_deleting_an_ended_job_erases_it_for_good(
     client: TestClient, queue: Queue, settings: Settings, ended: RQStatus
 ) -> None:
-    job = enqueue(queue, settings)
+    settings.webhook_secret = SecretStr("s")
+    job = enqueue(queue, settings, callback_url="https://hooks.example.com/x")
+    queue.remove(job.id)
     job.set_status(ended)
+    keys = Keys(queue.name)
+    queue.connection.rpush(keys.ended(job.id), b"ended")
+    queue.connection.zadd(keys.webhooks_due, {job.id: 1.0})
     response = client.delete(f"/jobs/{job.id}")
-    assert response.status_code == 409
-    assert ended.value in response.json()["detail"]
+    assert response.status_code == 204
+    assert response.content == b""
+    assert client.get(f"/status/{job.id}").status_code == 404
+    assert client.get(f"/result/{job.id}").status_code == 404
+    assert client.delete(f"/jobs/{job.id}").status_code == 404
+    assert client.get("/jobs").json()["jobs"] == []
+    assert uploads_left(settings) == []
+    left = [key for key in queue.connection.keys("*") if job.id in str(key)]
+    assert left == []
+    assert queue.connection.zscore(keys.webhooks_due, job.id) is None
+    assert queue.connection.zscore(keys.index, job.id) is None
 
 
 def test_cancel_unknown_job_is_404(client: TestClient) -> None:

@@ -1,0 +1,1 @@
+"""API keys: stored hashed in Redis, managed with `python -m api.keys`."""
