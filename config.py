@@ -193,6 +193,17 @@ class Settings(BaseSettings):
     admin_api_key: SecretStr | None = Field(
         default=None, description="A key named admin that sees every job, with no `create`."
     )
+    default_rate_per_min: int = Field(
+        default=0, ge=0, description="Requests per minute per API key; 0 is unlimited."
+    )
+    default_max_active_jobs: int = Field(
+        default=0, ge=0, description="Jobs queued or running at once per API key; 0 is unlimited."
+    )
+    default_audio_hours_per_day: float = Field(
+        default=0.0,
+        ge=0,
+        description="Hours of audio accepted per API key per UTC day; 0 is unlimited.",
+    )
 
     # --- Models and engines ------------------------------------------------------------------
     default_model: str = Field(

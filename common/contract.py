@@ -266,6 +266,14 @@ class Keys:
         """Sorted set of one API key's job ids by creation time."""
         return f"{self.index}:owner:{owner}"
 
+    def active(self, owner: str) -> str:
+        """Sorted set of one API key's queued or running job ids, by when each was admitted."""
+        return f"{self.prefix}:active:{owner}"
+
+    def audio_used(self, owner: str, day: str) -> str:
+        """Seconds of audio one API key had accepted on one UTC day (YYYY-MM-DD)."""
+        return f"{self.prefix}:audio:{owner}:{day}"
+
     def idempotency(self, key_sha256: str) -> str:
         """A client's Idempotency-Key (as its SHA-256) → the job it made."""
         return f"{self.prefix}:idempotency:{key_sha256}"

@@ -9,7 +9,7 @@ from pathlib import Path
 from redis.exceptions import RedisError
 from rq.job import Job
 
-from common.contract import TERMINAL, Keys, public_status, request_of
+from common.contract import TERMINAL, Keys, meta_of, public_status, request_of
 from common.job_events import announce_job_end
 from common.webhooks import schedule_delivery
 from config import Settings
@@ -18,8 +18,9 @@ log = logging.getLogger(__name__)
 
 
 def end_job(job: Job, settings: Settings) -> bool:
-    """Once a job's state is stored: if it has ended, delete its upload, wake its long-polls
-    and schedule its webhook; returns whether it had ended.
+    """Once a job's state is stored: if it has ended, delete its upload, free its place among
+    its API key's active jobs, wake its long-polls and schedule its webhook; returns whether it
+    had ended.
 
     A job queued again for another attempt has not ended: it keeps its upload. Safe to call
     more than once for a job (the webhook is scheduled once).
@@ -28,8 +29,12 @@ def end_job(job: Job, settings: Settings) -> bool:
     if public_status(job) not in TERMINAL:
         return False
     delete_upload(job, settings.upload_dir)
+    keys = Keys(job.origin)
+    owner = meta_of(job).owner
     try:
-        announce_job_end(job.connection, Keys(job.origin).ended(job.id))
+        if owner is not None:
+            job.connection.zrem(keys.active(owner), job.id)  # its key may run another now
+        announce_job_end(job.connection, keys.ended(job.id))
         schedule_delivery(job, settings)
     except RedisError as error:
         log.warning("job %s ended, but its end could not be announced: %s", job.id, error)

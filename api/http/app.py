@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from api.errors import ServiceError, service_error_handler
 from api.http.deps import get_caller
 from api.http.routes import health, jobs, results, status, transcribe, transcribe_url
-from api.http.schemas import MODEL_NAME_SCHEMA, OFFERED_MODEL_MARK
+from api.http.schemas import KEY_ERRORS, MODEL_NAME_SCHEMA, OFFERED_MODEL_MARK
 from api.intake import pyav_helper
 from api.jobs.long_poll import MAX_WAIT_S, JobEndWaiter
 from api.jobs.submit import offered_models
@@ -100,7 +100,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     # Every resource needs an API key when REQUIRE_API_KEY is on; the probes do not.
     for module in (transcribe, transcribe_url, status, jobs, results):
-        app.include_router(module.router, dependencies=[Depends(get_caller)])
+        app.include_router(module.router, dependencies=[Depends(get_caller)], responses=KEY_ERRORS)
     app.include_router(health.router)
     app.add_exception_handler(ServiceError, service_error_handler)
     app.add_exception_handler(RedisError, _redis_unavailable)

@@ -16,6 +16,7 @@ from api.errors import ServiceError
 from api.jobs.idempotency import HEADER, KEY_PATTERN
 from api.jobs.long_poll import JobEndWaiter
 from api.jobs.queue import Caller
+from api.keys.quotas import Limits, Quotas
 from api.keys.store import ADMIN_NAME, KeyStore
 from common.outbound import OutboundPolicy
 from config import Settings
@@ -105,9 +106,11 @@ def get_caller(
     key = store.find(secret)
     if key is None:
         raise _unauthorized("the API key is unknown or has been revoked")
+    limits = Limits.of(key.limits, settings)
+    Quotas(queue.connection, queue.name).hit_rate(key.name, limits.rate_per_min)
     with contextlib.suppress(RedisError):
         store.touch(key.name)
-    return Caller(key.name, admin=key.admin)
+    return Caller(key.name, admin=key.admin, limits=limits)
 
 
 CallerDep = Annotated[Caller | None, Depends(get_caller)]
@@ -123,11 +126,6 @@ class Submitting:
     policy: OutboundPolicy
     idempotency_key: str | None
     caller: Caller | None
-
-    @property
-    def owner(self) -> str | None:
-        """The name jobs submitted now are recorded under (None with keys off)."""
-        return self.caller.name if self.caller is not None else None
 
 
 def get_submitting(

@@ -121,3 +121,11 @@ SUBMISSION_ERRORS = errors(
     }
 )
 """Answers both submission routes can give, beside FastAPI's 422."""
+
+KEY_ERRORS = errors(
+    {
+        401: "REQUIRE_API_KEY is on and the API key is missing, unknown or revoked.",
+        429: "A limit of the API key was reached; retry after Retry-After.",
+    }
+)
+"""Answers every route behind an API key can give."""

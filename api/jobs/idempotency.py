@@ -175,8 +175,6 @@ class Idempotency:
     fingerprint: Fingerprint
     fetch_s: float
     """The longest the request may take to fetch its audio (a claim must outlive it)."""
-    owner: str | None = None
-    """The API key the request came with: keys are scoped to it."""
 
 
 @dataclass

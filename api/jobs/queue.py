@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rq import Queue, Retry
 from rq.job import Job
 
 from api.jobs.index import index_job
+from api.keys.quotas import Limits
 from common.contract import (
     TASK,
     JobMeta,
@@ -23,10 +24,11 @@ from config import Settings
 
 @dataclass(frozen=True)
 class Caller:
-    """Who is asking, by API key: its name, and whether it may see every job."""
+    """Who is asking, by API key: its name, whether it may see every job, its quotas."""
 
     name: str
     admin: bool = False
+    limits: Limits = field(default_factory=Limits)
 
 
 JOB_ID_PATTERN = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")

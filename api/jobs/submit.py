@@ -6,10 +6,12 @@ rules no single field's schema can state) and `check_callback`.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from redis.exceptions import RedisError
 from rq import Queue
 from starlette.concurrency import run_in_threadpool
 
@@ -18,7 +20,8 @@ from api.http.schemas import TranscribeForm
 from api.intake.probe import probe_audio
 from api.intake.staging import StagedFile
 from api.jobs.idempotency import Idempotency, KeyedSubmission
-from api.jobs.queue import enqueue_transcription
+from api.jobs.queue import Caller, enqueue_transcription
+from api.keys.quotas import Admission, Quotas
 from common.catalog import KNOWN_MODELS, EngineName, is_english_only
 from common.contract import JobRequest, PublicStatus, TranscribeOptions
 from common.media import ALLOWED_DEMUXERS
@@ -151,47 +154,64 @@ async def submit(
     fetch: Fetch,
     *,
     idempotency: Idempotency,
+    caller: Caller | None = None,
 ) -> Accepted:
-    """Claim the request's Idempotency-Key, fetch the audio, check it and enqueue its job.
+    """Claim the request's Idempotency-Key, take the caller's quotas, fetch the audio, check
+    it and enqueue its job.
 
     A replay of the key answers the earlier job and fetches nothing. Raises ServiceError: 415
-    (not audio in an allowed container), 413 (too long), 409 (the key), and what `fetch`
-    raises. The staged file becomes the job's only once the job is enqueued.
+    (not audio in an allowed container), 413 (too long), 409 (the key), 429 (a quota), and what
+    `fetch` raises. The staged file, the quotas taken and the key become the job's only once
+    the job is enqueued.
     """
+    # A claim (and a place among the active jobs) outlives its request's fetch and probe.
+    pending_ttl_s = int(idempotency.fetch_s + settings.ffprobe_timeout_s) + 30
+    owner = caller.name if caller is not None else None
     keyed = KeyedSubmission(
-        queue,
-        settings,
-        idempotency.key,
-        idempotency.fingerprint,
-        # A claim outlives its request's fetch and probe.
-        pending_ttl_s=int(idempotency.fetch_s + settings.ffprobe_timeout_s) + 30,
-        owner=idempotency.owner,
+        queue, settings, idempotency.key, idempotency.fingerprint, pending_ttl_s, owner
     )
     job_id = str(uuid.uuid4())
     async with keyed.claim(job_id) as replay:
         if replay is not None:
             return Accepted(replay.job_id, PublicStatus(replay.status), replayed=True)
-        extension = await fetch()
-        info = await probe_audio(staged.path, settings.ffprobe_timeout_s)
-        if info.duration_s is not None and info.duration_s > settings.max_audio_duration_s:
-            raise ServiceError(
-                413,
-                f"audio too long: {info.duration_s:.0f} s; the limit is "
-                f"{settings.max_audio_duration_s:.0f} s",
+        admission = (
+            None
+            if caller is None or caller.admin
+            else Admission(Quotas(queue.connection, queue.name), caller.name, caller.limits,
+                           pending_ttl_s)
+        )  # fmt: skip
+        made = False
+        try:
+            if admission is not None:
+                await run_in_threadpool(admission.reserve, job_id)
+            extension = await fetch()
+            info = await probe_audio(staged.path, settings.ffprobe_timeout_s)
+            if info.duration_s is not None and info.duration_s > settings.max_audio_duration_s:
+                raise ServiceError(
+                    413,
+                    f"audio too long: {info.duration_s:.0f} s; the limit is "
+                    f"{settings.max_audio_duration_s:.0f} s",
+                )
+            if admission is not None:
+                await run_in_threadpool(admission.charge, info.duration_s or 0.0)
+            if extension is None:
+                found = [n for n in info.format_name.split(",") if n in EXTENSION_OF_DEMUXER]
+                extension = EXTENSION_OF_DEMUXER[found[0]] if found else "bin"
+            staged.move_to(settings.upload_dir / f"{job_id}.{extension}")
+            await run_in_threadpool(
+                enqueue_transcription,
+                queue,
+                settings,
+                job_id=job_id,
+                request=submission.request(str(staged.path)),
+                duration_s=info.duration_s,
+                callback_url=submission.callback_url,
+                owner=owner,
             )
-        if extension is None:
-            found = [name for name in info.format_name.split(",") if name in EXTENSION_OF_DEMUXER]
-            extension = EXTENSION_OF_DEMUXER[found[0]] if found else "bin"
-        staged.move_to(settings.upload_dir / f"{job_id}.{extension}")
-        await run_in_threadpool(
-            enqueue_transcription,
-            queue,
-            settings,
-            job_id=job_id,
-            request=submission.request(str(staged.path)),
-            duration_s=info.duration_s,
-            callback_url=submission.callback_url,
-            owner=idempotency.owner,
-        )
-        staged.keep()
+            staged.keep()
+            made = True
+        finally:
+            if admission is not None and not made:
+                with contextlib.suppress(RedisError):
+                    await run_in_threadpool(admission.give_back)
     return Accepted(job_id, PublicStatus.QUEUED, replayed=False)

@@ -7,7 +7,7 @@ import re
 import secrets
 from datetime import UTC, datetime
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from redis import Redis
 from redis.exceptions import WatchError
 
@@ -26,12 +26,21 @@ class KeyRefused(ValueError):
     """A key cannot be created or revoked as asked; the message says why."""
 
 
+class KeyLimits(BaseModel):
+    """A key's own limits; None takes the server's default (DEFAULT_*), 0 is unlimited."""
+
+    rate_per_min: int | None = Field(default=None, ge=0)
+    max_active: int | None = Field(default=None, ge=0)
+    audio_hours_per_day: float | None = Field(default=None, ge=0)
+
+
 class ApiKey(BaseModel):
     """What is known of a key: never the key itself."""
 
     name: str
     admin: bool = False
     created_at: datetime
+    limits: KeyLimits = Field(default_factory=KeyLimits)
 
 
 def digest(secret: str) -> str:
@@ -49,7 +58,7 @@ class KeyStore:
         self._by_name = keys.api_key_names
         self._last_used = keys.api_key_last_used
 
-    def create(self, name: str, *, admin: bool = False) -> str:
+    def create(self, name: str, *, admin: bool = False, limits: KeyLimits | None = None) -> str:
         """Make a key named `name` and return it (the only time it is seen).
 
         Raises KeyRefused for a name already taken, reserved or malformed.
@@ -59,7 +68,9 @@ class KeyStore:
         if name == ADMIN_NAME:
             raise KeyRefused(f"{ADMIN_NAME!r} is reserved for ADMIN_API_KEY")
         secret = KEY_PREFIX + secrets.token_urlsafe(32)
-        record = ApiKey(name=name, admin=admin, created_at=datetime.now(UTC)).model_dump_json()
+        record = ApiKey(
+            name=name, admin=admin, created_at=datetime.now(UTC), limits=limits or KeyLimits()
+        ).model_dump_json()
         with self._redis.pipeline() as pipeline:
             try:
                 pipeline.watch(self._by_name)  # type: ignore[no-untyped-call]

@@ -4,34 +4,21 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from tests.audio import JFK, JFK_PHRASE, REPO_ROOT, normalize
-from tests.services import VENV_BIN, Service, free_port, service_env, wait_for_job
+from tests.audio import JFK, JFK_PHRASE, REPO_ROOT, SHARED_DATA, normalize
+from tests.integration.conftest import KEYED_ADMIN
+from tests.services import VENV_BIN, Service, wait_for_job
 
 pytestmark = pytest.mark.integration
 
-ADMIN = "integration-admin-key"
 
-
-@pytest.fixture(scope="module")
-def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    """redis-server, a worker and the API under gunicorn with 2 processes, keys required."""
-    root = tmp_path_factory.mktemp("keys")
-    port = free_port()
-    env = {**service_env(root, port), "REQUIRE_API_KEY": "true", "ADMIN_API_KEY": ADMIN}
-    service = Service(root=root, env=env, redis_port=port)
-    try:
-        service.start_redis()
-        service.start_worker()
-        service.start_api(web_workers=2)
-        service.wait_for_workers(1)
-        yield service
-    finally:
-        service.stop()
+@pytest.fixture
+def deployment(keyed_service: Service) -> Service:
+    """The keyed deployment (see conftest)."""
+    return keyed_service
 
 
 def keys_command(service: Service, *arguments: str) -> subprocess.CompletedProcess[str]:
@@ -74,7 +61,7 @@ def test_keys_made_by_the_command_own_their_jobs(deployment: Service) -> None:
         assert status["status"] == "finished"
         assert JFK_PHRASE in normalize(status["result"]["text"])
     assert get(deployment, f"/result/{job_id}?format=txt", bob).status_code == 404
-    assert get(deployment, f"/status/{job_id}", ADMIN).status_code == 200
+    assert get(deployment, f"/status/{job_id}", KEYED_ADMIN).status_code == 200
     listing = keys_command(deployment, "list")
     assert "alice" in listing.stdout
     assert alice not in listing.stdout
@@ -89,3 +76,40 @@ def test_a_revocation_holds_at_once_in_every_api_process(deployment: Service) ->
     assert {answer.status_code for answer in answers} == {401}
     assert answers[0].headers["www-authenticate"] == "Bearer"
     assert httpx.get(f"{deployment.url}/health").status_code == 200
+
+
+def test_limits_hold_across_api_processes(deployment: Service) -> None:
+    done = keys_command(deployment, "create", "dave", "--rate-per-min", "6", "--max-active", "1")
+    assert done.returncode == 0, done.stderr
+    dave = done.stdout.strip().splitlines()[-1]
+    assert "max_active" in keys_command(deployment, "list").stdout
+    # Each on a new connection: gunicorn's two processes share the count through Redis.
+    codes = [get(deployment, "/jobs", dave).status_code for _ in range(10)]
+    assert codes == [200] * 6 + [429] * 4
+
+
+def test_the_active_jobs_limit_holds_while_a_job_runs(deployment: Service) -> None:
+    done = keys_command(deployment, "create", "erin", "--max-active", "1")
+    erin = done.stdout.strip().splitlines()[-1]
+    long_audio = SHARED_DATA / "multilingual.mp3"
+    with httpx.Client(
+        base_url=deployment.url, timeout=60, headers={"Authorization": f"Bearer {erin}"}
+    ) as client:
+
+        def submit_long() -> httpx.Response:
+            with long_audio.open("rb") as handle:
+                return client.post(
+                    "/transcribe",
+                    files={"file": (long_audio.name, handle)},
+                    data={"engine": "whisperx"},
+                )
+
+        first = submit_long()
+        assert first.status_code == 200, first.text
+        refused = submit_long()
+        assert refused.status_code == 429, refused.text
+        assert "1 jobs queued or running" in refused.json()["detail"]
+        assert wait_for_job(client, first.json()["job_id"])["status"] == "finished"
+        again = submit_long()
+        assert again.status_code == 200, again.text
+        assert wait_for_job(client, again.json()["job_id"])["status"] == "finished"

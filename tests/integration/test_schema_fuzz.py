@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from redis import Redis
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -23,12 +24,15 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from api.http.app import create_app
+from api.keys.store import KeyStore
 from config import Settings
 from tests.services import Service
 
 pytestmark = pytest.mark.integration
 
 EXAMPLES_PER_OPERATION_AND_MODE = 40
+KEYED_EXAMPLES = 15
+"""Fewer with keys on: the same operations, here to show a key changes no answer's shape."""
 
 CHECKS = [
     not_a_server_error,
@@ -71,21 +75,43 @@ def api_schema(service: Service) -> schemathesis.BaseSchema:
     return schemathesis.openapi.from_url(f"{service.url}/openapi.json", timeout=30)
 
 
-@pytest.mark.parametrize(("method", "path", "mode"), list(_cases()))
-def test_the_api_keeps_to_its_schema_and_never_fails(
-    api_schema: schemathesis.BaseSchema, method: str, path: str, mode: GenerationMode
-) -> None:
-    operation = api_schema[path][method]
+@pytest.fixture(scope="module")
+def keyed_api(keyed_service: Service) -> tuple[schemathesis.BaseSchema, dict[str, str]]:
+    """The keyed deployment's OpenAPI document, and the headers of a key made for the fuzzing."""
+    store = KeyStore(Redis(port=keyed_service.redis_port), "transcribe")
+    secret = store.create("schema-fuzz")
+    document = schemathesis.openapi.from_url(f"{keyed_service.url}/openapi.json", timeout=30)
+    return document, {"Authorization": f"Bearer {secret}"}
 
+
+def _fuzz(operation: Any, mode: GenerationMode, examples: int, headers: dict[str, str]) -> None:
     @given(case=operation.as_strategy(generation_mode=mode))
     @settings(
-        max_examples=EXAMPLES_PER_OPERATION_AND_MODE,
+        max_examples=examples,
         deadline=None,
         derandomize=True,
         database=None,
         suppress_health_check=list(HealthCheck),
     )
     def exchange(case: schemathesis.Case[Any]) -> None:
-        case.call_and_validate(checks=CHECKS, timeout=30)
+        case.call_and_validate(checks=CHECKS, timeout=30, headers=headers)
 
     exchange()
+
+
+@pytest.mark.parametrize(("method", "path", "mode"), list(_cases()))
+def test_with_keys_on_the_api_keeps_to_its_schema(
+    keyed_api: tuple[schemathesis.BaseSchema, dict[str, str]],
+    method: str,
+    path: str,
+    mode: GenerationMode,
+) -> None:
+    document, headers = keyed_api
+    _fuzz(document[path][method], mode, KEYED_EXAMPLES, headers)
+
+
+@pytest.mark.parametrize(("method", "path", "mode"), list(_cases()))
+def test_the_api_keeps_to_its_schema_and_never_fails(
+    api_schema: schemathesis.BaseSchema, method: str, path: str, mode: GenerationMode
+) -> None:
+    _fuzz(api_schema[path][method], mode, EXAMPLES_PER_OPERATION_AND_MODE, {})

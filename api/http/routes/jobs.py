@@ -25,7 +25,10 @@ router = APIRouter(tags=["jobs"])
     "/jobs",
     response_model=JobList,
     summary="List jobs, newest first",
-    responses={422: {"description": "Unknown status, limit out of range or a foreign cursor."}},
+    responses={
+        403: {"model": ErrorBody, "description": "`owner` of another key, from a non-admin key."},
+        422: {"description": "Unknown status, limit out of range or a foreign cursor."},
+    },
 )
 def get_jobs(
     queue: QueueDep,

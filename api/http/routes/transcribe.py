@@ -97,6 +97,7 @@ async def transcribe(request: Request, response: Response, on: SubmittingDep) ->
             submission,
             staged,
             already_received,
-            idempotency=Idempotency(on.idempotency_key, fingerprint, 0, on.owner),
+            idempotency=Idempotency(on.idempotency_key, fingerprint, 0),
+            caller=on.caller,
         )
     return JobAccepted.answer(response, outcome.job_id, outcome.status, replayed=outcome.replayed)

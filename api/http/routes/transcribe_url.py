@@ -49,9 +49,7 @@ async def transcribe_url(
     await run_in_threadpool(on.queue.connection.ping)
     settings.upload_dir.mkdir(parents=True, exist_ok=True)
     fingerprint = Fingerprint.of_json(body.model_dump(mode="json"))
-    idempotency = Idempotency(
-        on.idempotency_key, fingerprint, settings.url_download_timeout_s, on.owner
-    )
+    idempotency = Idempotency(on.idempotency_key, fingerprint, settings.url_download_timeout_s)
     with staged_file(settings.upload_dir, "download") as staged:
 
         async def fetch() -> str | None:
@@ -66,6 +64,6 @@ async def transcribe_url(
             return downloaded.extension
 
         outcome = await submit(
-            on.queue, settings, submission, staged, fetch, idempotency=idempotency
+            on.queue, settings, submission, staged, fetch, idempotency=idempotency, caller=on.caller
         )
     return JobAccepted.answer(response, outcome.job_id, outcome.status, replayed=outcome.replayed)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,11 @@ from rq import Queue
 from api.http.app import create_app
 from api.http.deps import get_queue
 from api.keys.__main__ import main as keys_command
-from api.keys.store import KEY_PREFIX, KeyRefused, KeyStore
+from api.keys.store import KEY_PREFIX, KeyLimits, KeyRefused, KeyStore
 from config import Settings
+from tests.fakes import work
 from tests.unit.conftest import uploads_left
+from worker.runtime import Runtime
 
 ADMIN_SECRET = "admin-secret-for-tests"
 
@@ -190,3 +193,74 @@ def test_with_keys_off_a_key_sent_anyway_is_ignored(client: TestClient, tone_wav
     response = upload(client, tone_wav, bearer("tsk_whatever"))
     assert response.status_code == 200
     assert client.get(f"/status/{response.json()['job_id']}").status_code == 200
+
+
+def test_past_the_request_rate_a_key_gets_429_with_retry_after(
+    keyed: TestClient, store: KeyStore, settings: Settings
+) -> None:
+    settings.default_rate_per_min = 3
+    alice = store.create("alice")
+    answers = [keyed.get("/jobs", headers=bearer(alice)) for _ in range(5)]
+    assert [answer.status_code for answer in answers] == [200, 200, 200, 429, 429]
+    refused = answers[-1]
+    assert 1 <= int(refused.headers["retry-after"]) <= 60
+    assert "3 requests per minute" in refused.json()["detail"]
+    generous = store.create("bob", limits=KeyLimits(rate_per_min=10))
+    assert {keyed.get("/jobs", headers=bearer(generous)).status_code for _ in range(5)} == {200}
+
+
+def test_past_the_active_jobs_limit_nothing_is_kept(
+    keyed: TestClient,
+    store: KeyStore,
+    settings: Settings,
+    queue: Queue,
+    tone_wav: Path,
+    runtime: Runtime,
+) -> None:
+    alice = store.create("alice", limits=KeyLimits(max_active=2))
+    for _ in range(2):
+        assert upload(keyed, tone_wav, bearer(alice)).status_code == 200
+    refused = upload(keyed, tone_wav, bearer(alice))
+    assert refused.status_code == 429
+    assert "2 jobs queued or running" in refused.json()["detail"]
+    assert refused.headers["retry-after"] == "10"
+    assert queue.count == 2
+    assert len(uploads_left(settings)) == 2
+    work(queue, runtime)  # both end: the key may submit again
+    assert upload(keyed, tone_wav, bearer(alice)).status_code == 200
+
+
+def test_a_refused_upload_gives_its_place_back(
+    keyed: TestClient, store: KeyStore, tmp_path: Path, tone_wav: Path
+) -> None:
+    alice = store.create("alice", limits=KeyLimits(max_active=1))
+    garbage = tmp_path / "garbage.wav"
+    garbage.write_bytes(b"\x13" * 4096)
+    assert upload(keyed, garbage, bearer(alice)).status_code == 415
+    assert upload(keyed, tone_wav, bearer(alice)).status_code == 200
+
+
+def test_past_the_days_audio_a_key_gets_429_until_midnight(
+    keyed: TestClient, store: KeyStore, queue: Queue, tone_wav: Path, settings: Settings
+) -> None:
+    # 2.5 one-second files a day (the tone is 1 s long).
+    settings.default_audio_hours_per_day = 2.5 / 3600
+    alice = store.create("alice")
+    assert [upload(keyed, tone_wav, bearer(alice)).status_code for _ in range(3)] == [
+        200,
+        200,
+        429,
+    ]
+    refused = upload(keyed, tone_wav, bearer(alice))
+    assert "hours of audio per UTC day" in refused.json()["detail"]
+    now = datetime.now(UTC)
+    to_midnight = 86400 - (now.hour * 3600 + now.minute * 60 + now.second)
+    assert abs(int(refused.headers["retry-after"]) - to_midnight) <= 2
+    assert queue.count == 2
+    unlimited = store.create("bob", limits=KeyLimits(audio_hours_per_day=0))
+    assert upload(keyed, tone_wav, bearer(unlimited)).status_code == 200
+
+
+def test_admin_keys_have_no_quotas(keyed: TestClient, settings: Settings) -> None:
+    settings.default_rate_per_min = 1
+    assert {keyed.get("/jobs", headers=bearer(ADMIN_SECRET)).status_code for _ in range(3)} == {200}

@@ -16,6 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 from rq import Queue
 
+from api.keys.store import KeyStore
 from config import Settings
 from tests import hostile
 from tests.audio import JFK, write_tone_wav
@@ -254,12 +255,24 @@ def test_the_catalogue_is_large_enough() -> None:
     assert len({case.name for case in CATALOGUE}) == len(CATALOGUE)
 
 
+@pytest.fixture(params=["keys off", "keys on"])
+def sender(
+    request: pytest.FixtureRequest, client: TestClient, settings: Settings, queue: Queue
+) -> TestClient:
+    """The API as it is by default, and with REQUIRE_API_KEY on and a valid key sent."""
+    if request.param == "keys on":
+        settings.require_api_key = True
+        secret = KeyStore(queue.connection, queue.name).create("hostile")
+        client.headers["Authorization"] = f"Bearer {secret}"
+    return client
+
+
 @pytest.mark.parametrize("case", CATALOGUE, ids=[case.name for case in CATALOGUE])
 def test_hostile_input_gets_its_status(
-    case: Case, client: TestClient, media: Media, settings: Settings, queue: Queue
+    case: Case, sender: TestClient, media: Media, settings: Settings, queue: Queue
 ) -> None:
     settings.max_file_size = 8 * 1024 * 1024
-    response = case.send(client, media)
+    response = case.send(sender, media)
     assert response.status_code == case.status, response.text
     assert "Traceback" not in response.text
     assert str(settings.upload_dir) not in response.text, "a server path leaked"
