@@ -27,6 +27,7 @@ from tests.deploy.compose_runner import (
 
 # The CPU variant: this machine has no GPU to reserve.
 COMPOSE_FILES = (COMPOSE_FILE, CPU_OVERRIDE)
+ADMIN_KEY = "compose-test-admin-key"
 
 # Real redis-server, API and worker processes and a real engine: integration tests too.
 pytestmark = [pytest.mark.deploy, pytest.mark.integration]
@@ -61,6 +62,7 @@ def test_stack_transcribes_jfk(tmp_path: Path) -> None:
         "REDIS_PORT": str(redis_port),
         "REDIS_PASSWORD": password,
         "WEB_CONCURRENCY": "2",
+        "ADMIN_API_KEY": ADMIN_KEY,
     }
     plans = plan_stack(
         COMPOSE_FILES,
@@ -90,7 +92,12 @@ def test_stack_transcribes_jfk(tmp_path: Path) -> None:
         stack.start(plans["worker"])
         stack.wait_healthy("worker", timeout_s=180)
 
-        with httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=30) as client:
+        base = f"http://127.0.0.1:{api_port}"
+        # Keys are on in the compose file: nothing is served without one.
+        assert httpx.get(f"{base}/jobs").status_code == 401
+        with httpx.Client(
+            base_url=base, timeout=30, headers={"Authorization": f"Bearer {ADMIN_KEY}"}
+        ) as client:
             job_id = submit_audio(client, SHARED_DATA / "jfk.flac", "whisperx")
             try:
                 body = wait_for_job(client, job_id, frozenset({"finished"}), timeout_s=120)

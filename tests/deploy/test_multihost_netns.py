@@ -38,6 +38,7 @@ from tests.deploy.compose_runner import (
 )
 
 COMPOSE_FILES = (COMPOSE_FILE, CPU_OVERRIDE)
+ADMIN_KEY = "multihost-test-admin-key"
 
 SUBNET = "10.200.0"
 HUB_ADDRESS = f"{SUBNET}.1"
@@ -133,7 +134,7 @@ def test_job_survives_a_dead_worker_host(tmp_path: Path) -> None:
     hosts = {"redis": ADDRESSES["redis"], "api": ADDRESSES["api"]}
     plans = plan_stack(
         COMPOSE_FILES,
-        {"REDIS_PASSWORD": password},
+        {"REDIS_PASSWORD": password, "ADMIN_API_KEY": ADMIN_KEY},
         project_dir=REPO,
         root=tmp_path,
         environments_dir=IMAGE_ENVIRONMENTS,
@@ -165,7 +166,11 @@ def test_job_survives_a_dead_worker_host(tmp_path: Path) -> None:
         }
 
         api = resources.enter_context(
-            httpx.Client(base_url=f"http://{ADDRESSES['api']}:8000", timeout=30)
+            httpx.Client(
+                base_url=f"http://{ADDRESSES['api']}:8000",
+                timeout=30,
+                headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+            )
         )
         store = resources.enter_context(
             redis.Redis(host=ADDRESSES["redis"], port=6379, password=password)
