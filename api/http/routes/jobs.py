@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from api.errors import ServiceError, not_found
 from api.http.deps import CallerDep, JobWaiterDep, QueueDep, SettingsDep
 from api.http.routes.status import get_status
-from api.http.schemas import ErrorBody, JobList
+from api.http.schemas import ErrorBody, JobList, errors
 from api.jobs.cancel import cancel_job, erase_job
 from api.jobs.index import list_jobs
 from api.jobs.long_poll import status_after_wait
@@ -23,11 +23,10 @@ router = APIRouter(tags=["jobs"])
 
 @router.get(
     "/jobs",
-    response_model=JobList,
     summary="List jobs, newest first",
     responses={
-        403: {"model": ErrorBody, "description": "`owner` of another key, from a non-admin key."},
         422: {"description": "Unknown status, limit out of range or a foreign cursor."},
+        **errors({403: "`owner` of another key, from a non-admin key."}),
     },
 )
 def get_jobs(
@@ -74,8 +73,12 @@ router.add_api_route(
     responses={
         202: {"model": JobStatus, "description": "The running job was asked to stop."},
         204: {"description": "The ended job was erased: record, transcript, upload, events."},
-        404: {"model": ErrorBody, "description": "Unknown or expired job (or another key's)."},
-        409: {"model": ErrorBody, "description": "The job ended before it could be stopped."},
+        **errors(
+            {
+                404: "Unknown or expired job (or another key's).",
+                409: "The job ended before it could be stopped.",
+            }
+        ),
     },
 )
 async def delete_job(
