@@ -32,3 +32,18 @@ def test_importing_the_api_loads_no_engine_library() -> None:
         [sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_the_unit_tier_loads_no_engine_library() -> None:
+    """Collecting the unit tests imports no torch or engine: they stay fast and engine-free."""
+    probe = (
+        "import sys, pytest; "
+        "code = pytest.main(['--collect-only', '-q', '-p', 'no:cacheprovider', 'tests/unit']); "
+        "heavy = {'torch', 'whisperx', 'whisper', 'whisper_timestamped', 'faster_whisper', "
+        "'ctranslate2'}; "
+        "print('HEAVY', sorted(heavy & set(sys.modules)), code)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip().splitlines()[-1] == "HEAVY [] 0"
