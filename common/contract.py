@@ -249,6 +249,10 @@ class Keys:
         """Hash of API key names → the SHA-256 they are stored under."""
         self.api_key_last_used = f"{prefix}:api-key-last-used"
         """Hash of API key names → when each was last used (ISO time)."""
+        self.rotation = f"{prefix}:rotation"
+        """List of API key names with jobs waiting their turn, in turn order."""
+        self.pending_prefix = f"{prefix}:pending:"
+        """Prefix of each key's list of jobs waiting their turn (see `pending`)."""
 
     def webhook_scheduled(self, job_id: str) -> str:
         """Marker that the job's webhook was scheduled (once per job)."""
@@ -265,6 +269,10 @@ class Keys:
     def owner_index(self, owner: str) -> str:
         """Sorted set of one API key's job ids by creation time."""
         return f"{self.index}:owner:{owner}"
+
+    def pending(self, owner: str) -> str:
+        """List of one API key's jobs waiting their turn for the RQ queue, oldest first."""
+        return f"{self.pending_prefix}{owner}"
 
     def active(self, owner: str) -> str:
         """Sorted set of one API key's queued or running job ids, by when each was admitted."""

@@ -10,6 +10,7 @@ import time
 from datetime import datetime
 
 from pydantic import BaseModel, Field, ValidationError
+from rq import Queue
 from rq.job import Job
 
 from common.contract import (
@@ -22,6 +23,7 @@ from common.contract import (
     public_status,
     request_of,
 )
+from common.fairness import place
 from common.transcript import Transcript
 
 log = logging.getLogger(__name__)
@@ -79,10 +81,18 @@ def readable_error(job: Job, meta: JobMeta | None = None) -> str | None:
     return lines[-1][:500] if lines else None
 
 
-def queue_position(job: Job) -> int | None:
-    """1-based place of a queued job in its queue, or None when it is not in the list."""
+def queue_position(job: Job, owner: str | None = None) -> int | None:
+    """1-based place in which a queued job will start: on the RQ queue, or, while it waits its
+    API key's turn, after the RQ queue and the turns before its own; None when in neither."""
     index = job.get_position()
-    return index + 1 if isinstance(index, int) else None
+    if isinstance(index, int):
+        return index + 1
+    if owner is None:
+        return None
+    waiting = place(job.connection, job.origin, owner, job.id)
+    if waiting is None:
+        return None
+    return int(job.connection.llen(Queue(job.origin, connection=job.connection).key)) + waiting + 1
 
 
 def eta_s(progress: StageProgress, now: float) -> float | None:
@@ -120,7 +130,7 @@ def describe_job(job: Job, include_result: bool = True, now: float | None = None
     elif status == PublicStatus.FAILED:
         error = readable_error(job, meta)
     elif status == PublicStatus.QUEUED:
-        position = queue_position(job)
+        position = queue_position(job, meta.owner)
     elif status == PublicStatus.STARTED and meta.progress is not None:
         eta = eta_s(meta.progress, time.time() if now is None else now)
     return JobStatus(

@@ -65,8 +65,10 @@ def enqueue_path(
     *,
     model: str = "tiny.en",
     callback_url: str | None = None,
+    owner: str | None = None,
 ) -> Job:
-    """Enqueue a whisperx job for the file at `audio_path` (which need not exist)."""
+    """Enqueue a whisperx job for the file at `audio_path` (which need not exist), as the API
+    key `owner` when given."""
     request = JobRequest(audio_path=str(audio_path), engine=EngineName.WHISPERX, model=model)
     return enqueue_transcription(
         queue,
@@ -75,4 +77,5 @@ def enqueue_path(
         request=request,
         duration_s=1.0,
         callback_url=callback_url,
+        owner=owner,
     )

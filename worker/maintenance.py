@@ -17,6 +17,7 @@ from rq import Queue
 from rq.job import Job
 
 from common.contract import INCOMING_PREFIX, LIVE, UPLOAD_NAME, Keys, load_job, public_status_of
+from common.fairness import feed
 from common.job_end import end_job
 from config import Settings
 from worker.failures import record_failure
@@ -96,6 +97,7 @@ def run_maintenance(
             if job is not None:
                 end_job(job, settings)
         requeue_stranded(queue, stranded_grace_s, now)
+        feed(queue.connection, queue.name, queue.key)  # a safety net: feeds happen at every move
 
 
 def start_maintenance_thread(

@@ -7,6 +7,7 @@ patience with a restarting Redis, and a warm shutdown; every job end takes `comm
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -28,6 +29,7 @@ from rq.worker_registration import clean_worker_registry
 
 from common.cancellation import cancel_requested
 from common.contract import StageProgress, meta_of, store_meta
+from common.fairness import feed
 from common.job_end import end_job
 from worker.failures import record_failure
 from worker.maintenance import maintenance_lock
@@ -74,6 +76,8 @@ class TranscriptionWorker(SimpleWorker):
         self._running_job, self._running_queue = job, queue
         if isinstance(job, TranscriptionJob):
             job.runtime = self._runtime
+        with contextlib.suppress(RedisError):  # the next key's job takes the place on the queue
+            feed(self.connection, queue.name, queue.key)
         finished = threading.Event()
         helper = threading.Thread(
             target=self._watch, args=(job, finished), name="job-heartbeat", daemon=True

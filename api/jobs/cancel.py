@@ -19,6 +19,7 @@ from rq.results import Result
 from api.errors import ServiceError
 from common.cancellation import request_cancel
 from common.contract import CANCELABLE, Keys, PublicStatus, meta_of, public_status
+from common.fairness import withdraw
 from common.job_end import delete_upload, end_job
 from config import Settings
 
@@ -46,6 +47,9 @@ def cancel_job(settings: Settings, job: Job) -> Literal["canceled", "stopping"]:
         except (InvalidJobOperation, NoSuchJobError):
             log.info("job %s is not executing yet; its cancel key will stop it", job.id)
         return "stopping"
+    owner = meta_of(job).owner
+    if owner is not None:
+        withdraw(connection, job.origin, owner, job.id)
     with contextlib.suppress(InvalidJobOperation):
         job.cancel()
     # rq keeps a canceled job with no expiry: keep it as long as a failed one.

@@ -14,11 +14,13 @@ from common.contract import (
     TASK,
     JobMeta,
     JobRequest,
+    Keys,
     StageProgress,
     load_job,
     meta_of,
     store_meta,
 )
+from common.fairness import feed, hold
 from config import Settings
 
 
@@ -57,7 +59,8 @@ def enqueue_transcription(
     owner: str | None = None,
 ) -> Job:
     """Put one transcription on the queue and in the job index; only the file's path crosses
-    Redis. `callback_url` gets the webhook; `owner` is the submitting API key's name."""
+    Redis. `callback_url` gets the webhook; `owner` is the submitting API key's name, and with
+    one the job waits its key's turn before it reaches the RQ queue."""
     job = queue.create_job(
         TASK,
         kwargs=request.model_dump(mode="json", exclude_none=True),
@@ -73,8 +76,12 @@ def enqueue_transcription(
     store_meta(job, meta, save=False)
     with queue.connection.pipeline() as pipeline:
         queue.enqueue_job(job, pipeline=pipeline)
+        if owner is not None:  # it waits its key's turn (common.fairness)
+            hold(pipeline, queue.key, Keys(queue.name), owner, job.id)
         index_job(pipeline, job, settings, owner)
         pipeline.execute()
+    if owner is not None:
+        feed(queue.connection, queue.name, queue.key)
     return job
 
 

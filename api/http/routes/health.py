@@ -9,6 +9,7 @@ from rq import Worker
 
 from api.http.deps import QueueDep, SettingsDep
 from api.http.schemas import Health, Liveness
+from common.fairness import waiting
 
 router = APIRouter(tags=["service"])
 
@@ -19,7 +20,7 @@ def health(queue: QueueDep, settings: SettingsDep) -> Health | JSONResponse:
     try:
         queue.connection.ping()
         workers = Worker.count(queue=queue)
-        queued = queue.count
+        queued = queue.count + waiting(queue.connection, queue.name)
     except RedisError:
         body = Health(status="unavailable", redis=False, workers=0, queued=0)
         return JSONResponse(

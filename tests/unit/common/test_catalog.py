@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -21,29 +22,26 @@ def test_unknown_engine_names_the_known_ones() -> None:
         resolve_engine("nope")
 
 
-def test_importing_the_api_loads_no_engine_library() -> None:
+HEAVY = ("torch", "whisperx", "whisper", "whisper_timestamped", "faster_whisper", "ctranslate2")
+
+
+def loaded_after(code: str, names: tuple[str, ...] = HEAVY) -> list[str]:
+    """Which of `names` a fresh interpreter has imported after running `code`."""
     probe = (
-        "import sys, api.http.app; "
-        "heavy = {'torch', 'whisperx', 'whisper', 'whisper_timestamped', 'faster_whisper', "
-        "'ctranslate2', 'worker'}; "
-        "print(sorted(heavy & set(sys.modules)))"
+        f"import json, sys\n{code}\nprint(json.dumps(sorted({set(names)!r} & set(sys.modules))))"
     )
     result = subprocess.run(
         [sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True, check=True
     )
-    assert result.stdout.strip() == "[]"
+    loaded: list[str] = json.loads(result.stdout.strip().splitlines()[-1])
+    return loaded
+
+
+def test_importing_the_api_loads_no_engine_library() -> None:
+    assert loaded_after("import api.http.app", (*HEAVY, "worker")) == []
 
 
 def test_the_unit_tier_loads_no_engine_library() -> None:
     """Collecting the unit tests imports no torch or engine: they stay fast and engine-free."""
-    probe = (
-        "import sys, pytest; "
-        "code = pytest.main(['--collect-only', '-q', '-p', 'no:cacheprovider', 'tests/unit']); "
-        "heavy = {'torch', 'whisperx', 'whisper', 'whisper_timestamped', 'faster_whisper', "
-        "'ctranslate2'}; "
-        "print('HEAVY', sorted(heavy & set(sys.modules)), code)"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True, check=True
-    )
-    assert result.stdout.strip().splitlines()[-1] == "HEAVY [] 0"
+    arguments = ["--collect-only", "-q", "-p", "no:cacheprovider", "tests/unit"]
+    assert loaded_after(f"import pytest\npytest.main({arguments!r})") == []
