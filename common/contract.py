@@ -237,6 +237,8 @@ class Keys:
 
     def __init__(self, queue_name: str) -> None:
         self.prefix = prefix = f"{Queue.redis_queue_namespace_prefix}{queue_name}"
+        self.queue = prefix
+        """The RQ queue's own list of job ids (rq names it so; every other key extends it)."""
         self.index = f"{prefix}:index"
         """Sorted set of job ids by creation time (GET /jobs)."""
         self.webhooks_due = f"{prefix}:webhooks"

@@ -42,17 +42,17 @@ return moved
 """
 
 
-def hold(pipeline: Pipeline, queue_key: str, keys: Keys, owner: str, job_id: str) -> None:
+def hold(pipeline: Pipeline, keys: Keys, owner: str, job_id: str) -> None:
     """In the enqueue's own transaction: take the job rq just pushed off the RQ queue and put
     it at the end of its key's list."""
-    pipeline.lrem(queue_key, 1, job_id)
+    pipeline.lrem(keys.queue, 1, job_id)
     pipeline.eval(_HOLD, 2, keys.pending(owner), keys.rotation, job_id, owner)
 
 
-def feed(connection: Redis, queue_name: str, queue_key: str) -> int:
+def feed(connection: Redis, queue_name: str) -> int:
     """Move jobs onto the RQ queue, one per key in turn, until it holds QUEUE_DEPTH; how many."""
     keys = Keys(queue_name)
-    moved = connection.eval(_FEED, 2, keys.rotation, queue_key, QUEUE_DEPTH, keys.pending_prefix)
+    moved = connection.eval(_FEED, 2, keys.rotation, keys.queue, QUEUE_DEPTH, keys.pending_prefix)
     return int(moved)
 
 

@@ -7,7 +7,6 @@ import logging
 from pathlib import Path
 
 from redis.exceptions import RedisError
-from rq import Queue
 from rq.job import Job
 
 from common.contract import TERMINAL, Keys, meta_of, public_status, request_of
@@ -38,7 +37,7 @@ def end_job(job: Job, settings: Settings) -> bool:
             job.connection.zrem(keys.active(owner), job.id)  # its key may run another now
         announce_job_end(job.connection, keys.ended(job.id))
         schedule_delivery(job, settings)
-        feed(job.connection, job.origin, Queue(job.origin, connection=job.connection).key)
+        feed(job.connection, job.origin)
     except RedisError as error:
         log.warning("job %s ended, but its end could not be announced: %s", job.id, error)
     return True

@@ -10,11 +10,11 @@ import time
 from datetime import datetime
 
 from pydantic import BaseModel, Field, ValidationError
-from rq import Queue
 from rq.job import Job
 
 from common.contract import (
     JobMeta,
+    Keys,
     Progress,
     PublicStatus,
     StageProgress,
@@ -84,7 +84,9 @@ def readable_error(job: Job, meta: JobMeta | None = None) -> str | None:
 def queue_position(job: Job, owner: str | None = None) -> int | None:
     """1-based place in which a queued job will start: on the RQ queue, or, while it waits its
     API key's turn, after the RQ queue and the turns before its own; None when in neither."""
-    index = job.get_position()
+    # LPOS itself: rq's Job.get_position asks Redis for INFO first, on every call.
+    queue = Keys(job.origin).queue
+    index = job.connection.lpos(queue, job.id)
     if isinstance(index, int):
         return index + 1
     if owner is None:
@@ -92,7 +94,7 @@ def queue_position(job: Job, owner: str | None = None) -> int | None:
     waiting = place(job.connection, job.origin, owner, job.id)
     if waiting is None:
         return None
-    return int(job.connection.llen(Queue(job.origin, connection=job.connection).key)) + waiting + 1
+    return int(job.connection.llen(queue)) + waiting + 1
 
 
 def eta_s(progress: StageProgress, now: float) -> float | None:

@@ -97,7 +97,7 @@ def run_maintenance(
             if job is not None:
                 end_job(job, settings)
         requeue_stranded(queue, stranded_grace_s, now)
-        feed(queue.connection, queue.name, queue.key)  # a safety net: feeds happen at every move
+        feed(queue.connection, queue.name)  # a safety net: feeds happen at every move
 
 
 def start_maintenance_thread(

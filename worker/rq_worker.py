@@ -77,7 +77,7 @@ class TranscriptionWorker(SimpleWorker):
         if isinstance(job, TranscriptionJob):
             job.runtime = self._runtime
         with contextlib.suppress(RedisError):  # the next key's job takes the place on the queue
-            feed(self.connection, queue.name, queue.key)
+            feed(self.connection, queue.name)
         finished = threading.Event()
         helper = threading.Thread(
             target=self._watch, args=(job, finished), name="job-heartbeat", daemon=True

@@ -77,11 +77,11 @@ def enqueue_transcription(
     with queue.connection.pipeline() as pipeline:
         queue.enqueue_job(job, pipeline=pipeline)
         if owner is not None:  # it waits its key's turn (common.fairness)
-            hold(pipeline, queue.key, Keys(queue.name), owner, job.id)
+            hold(pipeline, Keys(queue.name), owner, job.id)
         index_job(pipeline, job, settings, owner)
         pipeline.execute()
     if owner is not None:
-        feed(queue.connection, queue.name, queue.key)
+        feed(queue.connection, queue.name)
     return job
 
 
