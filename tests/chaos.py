@@ -7,6 +7,10 @@ errors), and meanwhile injects faults on a schedule: SIGKILL a worker's process 
 worker, kill -9 redis-server and restart it on its data, SIGKILL the API. Each fault is followed
 by its repair (a new worker, Redis restarted, the API restarted), as a supervisor would do.
 
+With API keys on (the default, as compose runs it; `--keys off` for the open API of `make run`)
+each client thread submits with a key of its own, so jobs wait in per-key lists and are fed to
+the RQ queue in turns while the faults land.
+
 It then waits for every accepted job (a 200 with a job id) to end and prints one line:
 
     chaos: faults injected N, survived N, jobs accepted N, lost N, stuck N, run twice N, http 5xx N
@@ -38,6 +42,7 @@ from pathlib import Path
 
 import httpx
 
+from api.keys.store import KeyStore
 from tests import hostile
 from tests.audio import JFK
 from tests.faults.harness import FAST_RECOVERY_ENV, kill_redis, redis_of, restart_redis
@@ -91,8 +96,10 @@ class Campaign:
         worker_env: dict[str, str],
         rate_per_s: float,
         redis_downtimes_s: tuple[float, ...] = REDIS_DOWNTIMES_S,
+        client_keys: tuple[str, ...] = (),
     ) -> None:
         self.service = service
+        self.client_keys = client_keys
         self.redis_downtimes_s = itertools.cycle(redis_downtimes_s)
         self.worker_env = worker_env
         self.pause_s = CLIENT_THREADS / rate_per_s
@@ -106,9 +113,11 @@ class Campaign:
 
     # --- clients ------------------------------------------------------------------------------
 
-    def submit_until_done(self) -> None:
-        """One client thread: submit jobs until the campaign's count is reached."""
-        with httpx.Client(base_url=self.service.url, timeout=60) as client:
+    def submit_until_done(self, index: int) -> None:
+        """One client thread: submit jobs until the campaign's count is reached, with the
+        thread's own API key when keys are on."""
+        key = self.client_keys[index] if self.client_keys else None
+        with self.service.client(timeout_s=60, api_key=key) as client:
             while (ticket := next(self.tickets)) < self.jobs:
                 self.submit_one(client, f"chaos-{ticket}-{uuid.uuid4()}")
                 time.sleep(self.pause_s)
@@ -244,7 +253,7 @@ class Campaign:
         """Wait for every accepted job to end; count the lost, failed and stuck ones."""
         pending = set(self.report.accepted.values())
         deadline = time.monotonic() + timeout_s
-        with httpx.Client(base_url=self.service.url, timeout=30) as client:
+        with self.service.client(timeout_s=30) as client:  # the admin key sees every job
             while pending and time.monotonic() < deadline:
                 for job_id in sorted(pending):
                     try:
@@ -279,18 +288,26 @@ def run_campaign(
     fast_recovery: bool = False,
     settle_timeout_s: float = 300.0,
     rate_per_s: float = 2.0,
+    keyed: bool = True,
 ) -> Report:
     """Run one campaign in `root` and return its report (see the module doc)."""
     clip = hostile.clip(JFK, root / "ask-not.flac", seconds=2.0, start_s=8.0)
     worker_env = {"CPU_THREADS": "1", "WHISPERX_ALIGN": "false"}
     if fast_recovery:
         worker_env |= FAST_RECOVERY_ENV
-    with running_service(root / "deployment", workers=workers, worker_env=worker_env) as service:
+    with running_service(
+        root / "deployment", workers=workers, worker_env=worker_env, keyed=keyed
+    ) as service:
         # Short heartbeats would expire during a long outage: keep those outages short.
         downtimes = REDIS_DOWNTIMES_S[:1] if fast_recovery else REDIS_DOWNTIMES_S
-        campaign = Campaign(service, clip, jobs, faults, worker_env, rate_per_s, downtimes)
+        client_keys = client_keys_of(service, CLIENT_THREADS) if keyed else ()
+        campaign = Campaign(
+            service, clip, jobs, faults, worker_env, rate_per_s, downtimes, client_keys
+        )
         clients = [
-            threading.Thread(target=campaign.submit_until_done, name=f"client-{index}")
+            threading.Thread(
+                target=campaign.submit_until_done, args=(index,), name=f"client-{index}"
+            )
             for index in range(CLIENT_THREADS)
         ]
         injector = threading.Thread(target=campaign.inject_faults, name="faults")
@@ -308,6 +325,16 @@ def run_campaign(
     return report
 
 
+def client_keys_of(service: Service, count: int) -> tuple[str, ...]:
+    """Create one API key per client thread, as an operator would with `python -m api.keys`."""
+    redis = redis_of(service)
+    try:
+        store = KeyStore(redis, "transcribe")
+        return tuple(store.create(f"chaos-client-{index}") for index in range(count))
+    finally:
+        redis.close()
+
+
 @contextlib.contextmanager
 def _workdir(keep: Path | None) -> Iterator[Path]:
     if keep is not None:
@@ -319,7 +346,8 @@ def _workdir(keep: Path | None) -> Iterator[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the campaign from the command line; exit 1 unless nothing was lost or stuck."""
+    """Run the campaign from the command line; exit 1 unless nothing was lost, stuck or run
+    twice."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=300, help="jobs to submit")
     parser.add_argument("--workers", type=int, default=2, help="worker processes")
@@ -331,6 +359,12 @@ def main(argv: list[str] | None = None) -> int:
         "--fast-recovery",
         action="store_true",
         help="short heartbeats (HEARTBEAT_TTL_S=5) instead of the defaults",
+    )
+    parser.add_argument(
+        "--keys",
+        choices=("on", "off"),
+        default="on",
+        help="API keys required, one per client (on, as compose runs it) or the open API (off)",
     )
     parser.add_argument("--keep", type=Path, help="keep logs and data in this folder")
     args = parser.parse_args(argv)
@@ -344,9 +378,12 @@ def main(argv: list[str] | None = None) -> int:
             args.faults,
             fast_recovery=args.fast_recovery,
             rate_per_s=args.rate,
+            keyed=args.keys == "on",
         )
     sys.stdout.write(report.line() + "\n")
-    clean = not (report.lost or report.stuck or report.http_5xx or report.errors)
+    clean = not (
+        report.lost or report.stuck or report.run_twice or report.http_5xx or report.errors
+    )
     return 0 if clean and report.faults_survived == report.faults_injected else 1
 
 

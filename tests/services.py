@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -87,10 +88,18 @@ class Service:
     redis: Proc | None = None
     api: Proc | None = None
     workers: list[Proc] = field(default_factory=list)
+    admin_key: str | None = None
+    """The deployment's ADMIN_API_KEY when it runs with API keys on, else None."""
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
+
+    def client(self, timeout_s: float = 60, api_key: str | None = None) -> httpx.Client:
+        """An HTTP client of the API that sends `api_key`, else the admin key when keys are on."""
+        key = api_key or self.admin_key
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(base_url=self.url, timeout=timeout_s, headers=headers)
 
     @property
     def upload_dir(self) -> Path:
@@ -192,10 +201,17 @@ def running_service(
     *,
     web_workers: int = 1,
     worker_env: dict[str, str] | None = None,
+    keyed: bool = False,
 ) -> Iterator[Service]:
-    """A whole deployment on loopback, torn down (every process group) on exit."""
+    """A whole deployment on loopback, torn down (every process group) on exit; with `keyed`,
+    API keys are required and `service.admin_key` is its ADMIN_API_KEY."""
     port = free_port()
-    service = Service(root=root, env=service_env(root, port), redis_port=port)
+    env = service_env(root, port)
+    admin_key = None
+    if keyed:
+        admin_key = f"test-admin-{secrets.token_urlsafe(12)}"
+        env |= {"REQUIRE_API_KEY": "true", "ADMIN_API_KEY": admin_key}
+    service = Service(root=root, env=env, redis_port=port, admin_key=admin_key)
     try:
         service.start_redis()
         for _ in range(workers):

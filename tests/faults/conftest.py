@@ -10,6 +10,14 @@ from tests import hostile
 from tests.audio import JFK
 
 
+@pytest.fixture(scope="module", params=[False, True], ids=["keys-off", "keys-on"])
+def keyed(request: pytest.FixtureRequest) -> bool:
+    """Each fault test runs twice: the API open (as `make run` starts it) and with API keys
+    required (as compose runs it), where every job waits in its key's list for its turn."""
+    value: bool = request.param
+    return value
+
+
 @pytest.fixture(scope="session")
 def short_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Two seconds of jfk.flac: a real job that a warm worker finishes in well under a second."""

@@ -1,4 +1,5 @@
-"""A reduced chaos campaign (tests.chaos): 30 jobs through four kinds of fault, nothing lost."""
+"""A reduced chaos campaign (tests.chaos): 30 jobs through four kinds of fault, nothing lost
+(with API keys off, and on with a key per client)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from tests.chaos import FAULT_KINDS, run_campaign
 pytestmark = pytest.mark.integration
 
 
-def test_thirty_jobs_through_four_faults_lose_nothing(tmp_path: Path) -> None:
+def test_thirty_jobs_through_four_faults_lose_nothing(tmp_path: Path, keyed: bool) -> None:
     report = run_campaign(
         tmp_path,
         jobs=30,
@@ -19,11 +20,13 @@ def test_thirty_jobs_through_four_faults_lose_nothing(tmp_path: Path) -> None:
         faults=len(FAULT_KINDS),
         fast_recovery=True,
         settle_timeout_s=120,
+        keyed=keyed,
     )
     assert report.faults_injected == len(FAULT_KINDS)
     assert report.faults_survived == report.faults_injected, report.line()
     assert len(report.accepted) == 30, report.line()
     assert report.lost == [], report.line()
     assert report.stuck == [], report.line()
+    assert report.run_twice == [], report.line()
     assert report.http_5xx == 0, report.line()
     assert report.errors == []

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.audio import JFK
@@ -25,11 +24,12 @@ pytestmark = pytest.mark.integration
 
 
 def test_redis_kill_9_loses_no_accepted_job_and_everything_reconnects(
-    tmp_path: Path, short_clip: Path
+    tmp_path: Path, short_clip: Path, keyed: bool
 ) -> None:
+    env = {"WHISPERX_ALIGN": "false"}
     with (
-        running_service(tmp_path, workers=1, worker_env={"WHISPERX_ALIGN": "false"}) as service,
-        httpx.Client(base_url=service.url, timeout=30) as client,
+        running_service(tmp_path, workers=1, worker_env=env, keyed=keyed) as service,
+        service.client(timeout_s=30) as client,
     ):
         worker = service.workers[0]
         running = submit(client, JFK)  # the first job: the model loads, then 11 s of audio

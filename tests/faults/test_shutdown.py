@@ -22,16 +22,17 @@ QUIET_ENV = {"WHISPERX_ALIGN": "false", "CPU_THREADS": "2"}
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+def service(tmp_path_factory: pytest.TempPathFactory, keyed: bool) -> Iterator[Service]:
     """Redis and the API; each test starts the workers it needs."""
-    with running_service(tmp_path_factory.mktemp("shutdown"), workers=0) as running:
+    root = tmp_path_factory.mktemp("shutdown")
+    with running_service(root, workers=0, keyed=keyed) as running:
         yield running
 
 
 @pytest.fixture
 def client(service: Service) -> Iterator[httpx.Client]:
     """An HTTP client for the deployment."""
-    with httpx.Client(base_url=service.url, timeout=30) as http:
+    with service.client(timeout_s=30) as http:
         yield http
 
 

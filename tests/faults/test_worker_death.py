@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.audio import normalize
@@ -26,12 +25,13 @@ DETECTION_LIMIT_S = 90
 
 
 def test_a_job_whose_worker_is_killed_is_finished_by_another_within_90_s(
-    tmp_path: Path,
+    tmp_path: Path, keyed: bool
 ) -> None:
     """Default heartbeat and maintenance settings: what a deployment really gets."""
+    env = {"CPU_THREADS": "1"}
     with (
-        running_service(tmp_path, workers=2, worker_env={"CPU_THREADS": "1"}) as service,
-        httpx.Client(base_url=service.url, timeout=30) as client,
+        running_service(tmp_path, workers=2, worker_env=env, keyed=keyed) as service,
+        service.client(timeout_s=30) as client,
     ):
         job_id = submit(client, MULTILINGUAL)
         doomed = wait_for_worker_running(service, job_id)
@@ -52,15 +52,15 @@ def test_a_job_whose_worker_is_killed_is_finished_by_another_within_90_s(
 
 
 def test_a_job_that_kills_every_worker_fails_after_its_retries_and_stays_failed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keyed: bool
 ) -> None:
     """Each attempt's worker is killed, as a file that crashes the decoder would do."""
     retries = 1
     monkeypatch.setenv("JOB_RETRIES", str(retries))  # the API sets a job's retries
     env = FAST_RECOVERY_ENV
     with (
-        running_service(tmp_path, workers=1, worker_env=env) as service,
-        httpx.Client(base_url=service.url, timeout=30) as client,
+        running_service(tmp_path, workers=1, worker_env=env, keyed=keyed) as service,
+        service.client(timeout_s=30) as client,
     ):
         job_id = submit(client, MULTILINGUAL)
         doomed = wait_for_worker_running(service, job_id, timeout_s=60)

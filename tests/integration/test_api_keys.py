@@ -9,7 +9,6 @@ import httpx
 import pytest
 
 from tests.audio import JFK, JFK_PHRASE, REPO_ROOT, SHARED_DATA, normalize
-from tests.integration.conftest import KEYED_ADMIN
 from tests.services import VENV_BIN, Service, wait_for_job
 
 pytestmark = pytest.mark.integration
@@ -40,7 +39,7 @@ def create_key(service: Service, name: str) -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
-def get(service: Service, path: str, key: str) -> httpx.Response:
+def get(service: Service, path: str, key: str | None) -> httpx.Response:
     # A new connection each time, so gunicorn's two processes both answer.
     return httpx.get(f"{service.url}{path}", headers={"Authorization": f"Bearer {key}"}, timeout=30)
 
@@ -61,7 +60,7 @@ def test_keys_made_by_the_command_own_their_jobs(deployment: Service) -> None:
         assert status["status"] == "finished"
         assert JFK_PHRASE in normalize(status["result"]["text"])
     assert get(deployment, f"/result/{job_id}?format=txt", bob).status_code == 404
-    assert get(deployment, f"/status/{job_id}", KEYED_ADMIN).status_code == 200
+    assert get(deployment, f"/status/{job_id}", deployment.admin_key).status_code == 200
     listing = keys_command(deployment, "list")
     assert "alice" in listing.stdout
     assert alice not in listing.stdout
