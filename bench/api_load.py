@@ -6,10 +6,17 @@ import logging
 import secrets
 from pathlib import Path
 
-from bench.harness import Options
+from redis import Redis
+from rq import Queue
+from rq.serializers import JSONSerializer
+
+from api.keys.store import KeyLimits, KeyStore
+from bench.harness import Options, restart_api
 from bench.loadgen import LoadResult, request_bytes, run_load
 from bench.report import Report, Row
 from bench.uploads import forget_jobs
+from common.contract import load_job, meta_of, store_meta
+from config import Settings
 from tests.audio import write_tone_wav
 from tests.services import Service
 
@@ -70,8 +77,54 @@ def api_throughput(
                 Row("API", f"{name}: {quantile} latency", "ms", measured.latency_ms(fraction),
                     reference=trivial.latency_ms(fraction), reference_label=label)
             )  # fmt: skip
+    keyed = keyed_status(service, options, finished_job_id)
+    open_status = results["GET /status/{id}"]
+    report.add(
+        Row("API", "GET /status/{id} with an API key: requests/s", "req/s", keyed.per_second,
+            reference=open_status.per_second, reference_label="the same, keys off",
+            note="REQUIRE_API_KEY=true, the job's own (non-admin) key with a per-minute limit")
+    )  # fmt: skip
+    report.add(
+        Row("API", "GET /status/{id} with an API key: p50 latency", "ms", keyed.latency_ms(0.5),
+            reference=open_status.latency_ms(0.5), reference_label="the same, keys off")
+    )  # fmt: skip
+    results["GET /status/{id} with an API key"] = keyed
     report.details["api"] = {
         "concurrency": CONCURRENCY,
         "web_workers": 2,
         **{name: result.summary() for name, result in results.items()},
     }
+
+
+def keyed_status(service: Service, options: Options, job_id: str) -> LoadResult:
+    """GET /status of the same finished job with API keys required, sent by the key that owns
+    it, with a per-minute limit set (so the rate limiter's Redis round trip is counted too):
+    key lookup, ownership, limiter and last-used record are what keys add to a request."""
+    keys_env = {"REQUIRE_API_KEY": "true", "ADMIN_API_KEY": secrets.token_urlsafe(24)}
+    restart_api(service, 2, **keys_env)
+    connection = Redis(host="127.0.0.1", port=service.redis_port)
+    try:
+        queue_name = Settings().queue_name
+        secret = KeyStore(connection, queue_name).create(
+            "bench-status", limits=KeyLimits(rate_per_min=1_000_000_000)
+        )
+        job = load_job(Queue(queue_name, connection=connection, serializer=JSONSerializer), job_id)
+        if job is None:
+            raise RuntimeError(f"the finished job {job_id} is gone")
+        meta = meta_of(job)
+        meta.owner = "bench-status"  # submitted with keys off: hand it to the bench's key
+        store_meta(job, meta)
+    finally:
+        connection.close()
+    request = request_bytes(
+        "GET", f"/status/{job_id}", service.api_port,
+        extra_headers={"Authorization": f"Bearer {secret}"},
+    )  # fmt: skip
+    measured = run_load(service.api_port, request, CONCURRENCY, options.load_seconds)
+    log.info("GET /status/{id} with an API key: %.0f requests/s", measured.per_second)
+    if bad := {status: n for status, n in measured.statuses.items() if status != 200}:
+        raise RuntimeError(f"GET /status/{{id}} with an API key answered {bad} under load")
+    for name in keys_env:
+        del service.env[name]
+    restart_api(service, 2)
+    return measured

@@ -52,10 +52,16 @@ class LoadResult:
 
 
 def request_bytes(
-    method: str, path: str, port: int, body: bytes = b"", content_type: str | None = None
+    method: str,
+    path: str,
+    port: int,
+    body: bytes = b"",
+    content_type: str | None = None,
+    extra_headers: dict[str, str] | None = None,
 ) -> bytes:
     """A complete keep-alive request."""
     headers = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{port}"]
+    headers += [f"{name}: {value}" for name, value in (extra_headers or {}).items()]
     if content_type is not None:
         headers.append(f"Content-Type: {content_type}")
     if body or method == "POST":
