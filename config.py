@@ -16,6 +16,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from common.catalog import EngineName
+
 MIB = 1024 * 1024
 
 
@@ -209,6 +211,13 @@ class Settings(BaseSettings):
     default_model: str = Field(
         default="tiny.en", description="Model used when a request names none."
     )
+    default_engine: EngineName = Field(
+        default=EngineName.WHISPERX,
+        description=(
+            "Engine of the OpenAI routes' `whisper-1` and of bare model names there (/v1/* "
+            "only: POST /transcribe still requires `engine`)."
+        ),
+    )
     allowed_models: CommaList = Field(
         default_factory=list,
         description="Comma-separated model names clients may ask for; empty allows all known.",
@@ -235,6 +244,23 @@ class Settings(BaseSettings):
     )
     whisperx_align: bool = Field(
         default=True, description="Word alignment with a wav2vec2 model when one can be loaded."
+    )
+
+    # --- OpenAI-compatible routes -------------------------------------------------------------
+    openai_dedup_window_s: int = Field(
+        default=600,
+        ge=0,
+        description=(
+            "A /v1/audio request repeated with the same file and fields within this many "
+            "seconds (by the same API key) is answered from the first one's job; 0 turns it off."
+        ),
+    )
+    openai_cancel_on_disconnect: bool = Field(
+        default=False,
+        description=(
+            "Cancel a /v1/audio request's job when its client disconnects before the answer; "
+            "by default the job finishes and stays under /jobs."
+        ),
     )
 
     # --- Logging -----------------------------------------------------------------------------

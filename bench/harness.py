@@ -6,6 +6,7 @@ import logging
 import os
 import statistics
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -200,6 +201,25 @@ def run_job(client: httpx.Client, audio: Path, engine: str, model: str) -> JobRu
         total_s=ended - started,
         wake_lag_s=answered_at - ended_at,
     )
+
+
+def run_openai_request(client: httpx.Client, audio: Path, engine: str, model: str) -> float:
+    """POST /v1/audio/transcriptions and wait for its answer (the request holds until the job
+    ends); the seconds it took. A new Idempotency-Key each time, so no run is answered from an
+    earlier one's job; word timings asked for, as the direct call and /transcribe make them."""
+    started = time.perf_counter()
+    with audio.open("rb") as handle:
+        response = client.post(
+            "/v1/audio/transcriptions",
+            files={"file": (audio.name, handle)},
+            data={"model": f"{engine}/{model}", "word_timestamps": "true"},
+            headers={"Idempotency-Key": str(uuid.uuid4())},
+            timeout=JOB_TIMEOUT_S,
+        )
+    elapsed = time.perf_counter() - started
+    if response.status_code != 200:
+        raise RuntimeError(f"the OpenAI route answered {response.status_code}: {response.text}")
+    return elapsed
 
 
 def http_client(service: Service) -> httpx.Client:

@@ -10,7 +10,15 @@ from typing import Any
 import httpx
 
 from bench.direct import DirectEngines
-from bench.harness import MULTILINGUAL, SHORT_AUDIO, JobRun, Options, median, run_job
+from bench.harness import (
+    MULTILINGUAL,
+    SHORT_AUDIO,
+    JobRun,
+    Options,
+    median,
+    run_job,
+    run_openai_request,
+)
 from bench.report import Report, Row, Target
 
 log = logging.getLogger(__name__)
@@ -87,8 +95,10 @@ def service_overhead(
             # One unmeasured round each: first decode of the format, first aligner lookup.
             finished_job = run_job(client, audio, engine, options.model).job_id
             direct.transcribe(engine, options.model, audio)
+            run_openai_request(client, audio, engine, options.model)
             service_runs: list[JobRun] = []
             direct_s: list[float] = []
+            openai_s: list[float] = []
             duration = 0.0
             for _ in range(options.runs):
                 time.sleep(SETTLE_S)
@@ -98,6 +108,8 @@ def service_overhead(
                 elapsed, transcript = direct.transcribe(engine, options.model, audio)
                 direct_s.append(elapsed)
                 duration = transcript.duration
+                time.sleep(SETTLE_S)
+                openai_s.append(run_openai_request(client, audio, engine, options.model))
             wake_lags += [run.wake_lag_s for run in service_runs]
             service_s = median([run.total_s for run in service_runs])
             reference_s = median(direct_s)
@@ -108,6 +120,17 @@ def service_overhead(
                     f"{engine}, {label}: submit to result",
                     "s",
                     service_s,
+                    reference=reference_s,
+                    reference_label="direct call",
+                    target=OVERHEAD_TARGET,
+                )
+            )
+            report.add(
+                Row(
+                    "overhead",
+                    f"{engine}, {label}: POST /v1/audio/transcriptions, request to answer",
+                    "s",
+                    median(openai_s),
                     reference=reference_s,
                     reference_label="direct call",
                     target=OVERHEAD_TARGET,
@@ -138,6 +161,7 @@ def service_overhead(
             report.details.setdefault("overhead", {})[f"{engine}/{audio.name}"] = {
                 "audio_s": duration,
                 "direct_s": direct_s,
+                "openai_route_s": openai_s,
                 "service": [_breakdown(run) for run in service_runs],
             }
     report.add(

@@ -15,13 +15,28 @@ class Word(BaseModel):
 
 
 class Segment(BaseModel):
-    """A stretch of speech: its text, timing and (when the engine gives them) its words."""
+    """A stretch of speech: its text, timing and (when the engine gives them) its words, and
+    what the decoder reported about it (None where the engine does not say)."""
 
     id: int = Field(ge=0)
     start: float = Field(ge=0)
     end: float = Field(ge=0)
     text: str
     words: list[Word] = Field(default_factory=list)
+    seek: int | None = Field(
+        default=None, ge=0, description="Start of the window it was decoded in, 10 ms frames."
+    )
+    tokens: list[int] = Field(default_factory=list, description="Its Whisper token ids.")
+    temperature: float | None = Field(default=None, description="Temperature it was decoded at.")
+    avg_logprob: float | None = Field(
+        default=None, description="Mean log probability of its tokens."
+    )
+    compression_ratio: float | None = Field(
+        default=None, description="Its text's zlib compression ratio (high means repetition)."
+    )
+    no_speech_prob: float | None = Field(
+        default=None, ge=0, le=1, description="Probability that its window held no speech."
+    )
 
 
 class Timings(BaseModel):

@@ -8,6 +8,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
@@ -15,14 +17,26 @@ from redis.exceptions import RedisError
 from rq import Queue
 from rq.serializers import JSONSerializer
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
 
 from api.errors import ServiceError, service_error_handler
 from api.http.deps import get_caller
-from api.http.routes import health, jobs, results, status, transcribe, transcribe_url
+from api.http.routes import (
+    health,
+    jobs,
+    openai_audio,
+    openai_models,
+    results,
+    status,
+    transcribe,
+    transcribe_url,
+)
 from api.http.schemas import KEY_ERRORS, MODEL_NAME_SCHEMA, OFFERED_MODEL_MARK
 from api.intake import pyav_helper
 from api.jobs.long_poll import MAX_WAIT_S, JobEndWaiter
 from api.jobs.submit import offered_models
+from api.openai import errors as openai_errors
 from common.redis_conn import connect_async_redis, connect_redis
 from config import Settings
 
@@ -62,14 +76,42 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await blocking.aclose()
 
 
-async def _redis_unavailable(request: Request, error: Exception) -> JSONResponse:
+async def _redis_unavailable(request: Request, error: Exception) -> Response:
     log.warning("redis unavailable during %s %s: %s", request.method, request.url.path, error)
     retry_after = _settings_of(request.app).redis_retry_after_s
-    return JSONResponse(
-        {"detail": "the job store (Redis) is unavailable; retry shortly"},
-        status_code=503,
-        headers={"Retry-After": str(retry_after)},
+    return await _service_error(
+        request,
+        ServiceError(
+            503,
+            "the job store (Redis) is unavailable; retry shortly",
+            {"Retry-After": str(retry_after)},
+        ),
     )
+
+
+async def _service_error(request: Request, error: Exception) -> Response:
+    """Our routes' error body, or OpenAI's on /v1."""
+    assert isinstance(error, ServiceError)
+    if openai_errors.is_openai_path(request):
+        return openai_errors.answer(error)
+    return await service_error_handler(request, error)
+
+
+async def _invalid_request(request: Request, error: Exception) -> Response:
+    """FastAPI's 422, or OpenAI's 400 naming the field on /v1."""
+    assert isinstance(error, RequestValidationError)
+    if openai_errors.is_openai_path(request):
+        return openai_errors.validation_answer(error.errors())
+    return await request_validation_exception_handler(request, error)
+
+
+async def _http_error(request: Request, error: Exception) -> Response:
+    """Starlette's own answers (an unknown path, a wrong method), in OpenAI's shape on /v1."""
+    assert isinstance(error, HTTPException)
+    if openai_errors.is_openai_path(request):
+        body = openai_errors.error_body(error.status_code, str(error.detail))
+        return JSONResponse(body, status_code=error.status_code, headers=error.headers)
+    return await http_exception_handler(request, error)
 
 
 def _refer_to_offered_models(node: Any) -> Any:
@@ -99,11 +141,14 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     # Every resource needs an API key when REQUIRE_API_KEY is on; the probes do not.
-    for module in (transcribe, transcribe_url, status, jobs, results):
+    routers = (transcribe, transcribe_url, status, jobs, results, openai_audio, openai_models)
+    for module in routers:
         app.include_router(module.router, dependencies=[Depends(get_caller)], responses=KEY_ERRORS)
     app.include_router(health.router)
-    app.add_exception_handler(ServiceError, service_error_handler)
+    app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RedisError, _redis_unavailable)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(HTTPException, _http_error)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -34,6 +34,9 @@ class ReceivedForm:
     """The text fields of the form and, when a `file` part came, what was saved of it."""
 
     fields: dict[str, str] = field(default_factory=dict)
+    """Each text field's value (the last one, when a name is repeated)."""
+    repeated: dict[str, list[str]] = field(default_factory=dict)
+    """Every value of each text field, in order: `timestamp_granularities[]` comes once per item."""
     has_file: bool = False
     file_size: int = 0
     extension: str | None = None
@@ -209,9 +212,11 @@ async def receive_form(
                     form.has_file = True
                     file_part = seen
                 elif kind == "end" and seen.filename is None:
-                    if len(form.fields) >= MAX_FIELDS:
+                    if sum(map(len, form.repeated.values())) >= MAX_FIELDS:
                         raise ServiceError(400, "too many form fields")
-                    form.fields[seen.name] = seen.data.decode("utf-8", "replace")
+                    value = seen.data.decode("utf-8", "replace")
+                    form.fields[seen.name] = value
+                    form.repeated.setdefault(seen.name, []).append(value)
             events.clear()
             if file_part is not None and file_part.data:
                 form.file_size += len(file_part.data)

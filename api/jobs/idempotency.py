@@ -175,6 +175,8 @@ class Idempotency:
     fingerprint: Fingerprint
     fetch_s: float
     """The longest the request may take to fetch its audio (a claim must outlive it)."""
+    keep_s: int | None = None
+    """How long the key leads to its job; None: as long as the job's result (RESULT_TTL_S)."""
 
 
 @dataclass
@@ -191,6 +193,8 @@ class KeyedSubmission:
     pending_ttl_s: int
     """How long a claim lasts before its job exists: longer than the request's own work."""
     owner: str | None = None
+    keep_s: int | None = None
+    """How long a confirmed key leads to its job; None: RESULT_TTL_S."""
 
     @contextlib.asynccontextmanager
     async def claim(self, job_id: str) -> AsyncIterator[Replay | None]:
@@ -225,9 +229,8 @@ class KeyedSubmission:
             # which exists; a claim not released expires.
             with contextlib.suppress(RedisError):
                 if made:
-                    await run_in_threadpool(
-                        confirm, connection, outcome, self.fingerprint, self.settings.result_ttl_s
-                    )
+                    keep_s = self.keep_s or self.settings.result_ttl_s
+                    await run_in_threadpool(confirm, connection, outcome, self.fingerprint, keep_s)
                 else:
                     await run_in_threadpool(release, connection, outcome)
 

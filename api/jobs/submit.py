@@ -168,7 +168,13 @@ async def submit(
     pending_ttl_s = int(idempotency.fetch_s + settings.ffprobe_timeout_s) + 30
     owner = caller.name if caller is not None else None
     keyed = KeyedSubmission(
-        queue, settings, idempotency.key, idempotency.fingerprint, pending_ttl_s, owner
+        queue,
+        settings,
+        idempotency.key,
+        idempotency.fingerprint,
+        pending_ttl_s,
+        owner,
+        idempotency.keep_s,
     )
     job_id = str(uuid.uuid4())
     async with keyed.claim(job_id) as replay:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from common.transcript import Segment, Word
 
@@ -18,6 +19,22 @@ class RawWord:
     probability: float | None
 
 
+DECODER_FIELDS = (
+    "seek",
+    "tokens",
+    "temperature",
+    "avg_logprob",
+    "compression_ratio",
+    "no_speech_prob",
+)
+"""What Whisper's decoder reports on a segment, under Whisper's own names (`Segment`'s too)."""
+
+
+def decoding_of(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The decoder's figures a library reported on a segment (those it left out stay None)."""
+    return {name: raw[name] for name in DECODER_FIELDS if raw.get(name) is not None}
+
+
 def _clamp(value: float, low: float, high: float) -> float:
     return min(max(value, low), high)
 
@@ -30,11 +47,13 @@ def build_segment(
     words: Iterable[RawWord],
     duration: float,
     previous_end: float = 0.0,
+    decoding: Mapping[str, Any] | None = None,
 ) -> Segment:
     """A segment whose times lie inside [previous_end, duration] and whose words are monotonic.
 
     Words without times take the end of the word before them (or the segment's start), so every
-    word keeps its place in the text; probabilities are clipped to [0, 1].
+    word keeps its place in the text; probabilities are clipped to [0, 1]. `decoding` holds the
+    decoder's figures (`decoding_of`).
     """
     seg_start = _clamp(start, previous_end, duration)
     seg_end = _clamp(end, seg_start, duration)
@@ -54,7 +73,14 @@ def build_segment(
     if cleaned:
         seg_start = min(seg_start, cleaned[0].start)
         seg_end = max(seg_end, cleaned[-1].end)
-    return Segment(id=segment_id, start=seg_start, end=seg_end, text=text.strip(), words=cleaned)
+    return Segment(
+        id=segment_id,
+        start=seg_start,
+        end=seg_end,
+        text=text.strip(),
+        words=cleaned,
+        **(decoding or {}),
+    )
 
 
 def join_text(segments: Iterable[Segment]) -> str:

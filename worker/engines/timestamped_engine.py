@@ -33,7 +33,7 @@ from worker.engines.base import (
     ProgressCallback,
 )
 from worker.engines.ct2_convert import ensure_converted, load_converted_model
-from worker.engines.mapping import RawWord, build_segment, join_text
+from worker.engines.mapping import RawWord, build_segment, decoding_of, join_text
 from worker.models import BUNDLED_MODEL, bundled_model_dir
 
 logger = logging.getLogger(__name__)
@@ -157,6 +157,7 @@ def _to_segments(
             words,
             duration,
             previous_start,
+            decoding_of(raw),
         )
         previous_start = segment.start
         segments.append(segment)

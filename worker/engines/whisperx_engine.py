@@ -13,7 +13,7 @@ from common.catalog import is_english_only
 from common.contract import TranscribeOptions
 from common.transcript import Segment, Timings, Transcript
 from worker.engines import base
-from worker.engines.mapping import RawWord, build_segment, join_text
+from worker.engines.mapping import RawWord, build_segment, decoding_of, join_text
 from worker.models import BUNDLED_MODEL, bundled_model_dir
 
 log = logging.getLogger(__name__)
@@ -211,6 +211,7 @@ class WhisperXEngine:
                 words,
                 duration,
                 previous_end,
+                decoding_of(item),
             )
             previous_end = segment.start
             segments.append(segment)

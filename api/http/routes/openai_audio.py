@@ -1,0 +1,123 @@
+"""POST /v1/audio/transcriptions and /v1/audio/translations: OpenAI's audio API over the queue."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+
+from api.http.deps import JobWaiterDep, SubmittingDep
+from api.openai import responses
+from api.openai.errors import OpenAIError
+from api.openai.jobs import submit_audio, wait_for_end
+from api.openai.requests import GRANULARITIES_FIELD, ResponseFormat
+from common.contract import PublicStatus, Task
+
+router = APIRouter(prefix="/v1/audio", tags=["openai"])
+
+JOB_ID_HEADER = "X-Job-Id"
+"""The job a /v1 request became: its status and result stay under /jobs/{id}."""
+
+
+def _form_schema(task: Task) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "file": {"type": "string", "format": "binary", "description": "The audio file."},
+        "model": {
+            "type": "string",
+            "description": "`whisper-1`, `engine/model` or a model name (GET /v1/models).",
+        },
+        "prompt": {"type": "string", "description": "Text the model sees as preceding speech."},
+        "response_format": {
+            "type": "string",
+            "enum": [fmt.value for fmt in ResponseFormat],
+            "default": "json",
+        },
+        "temperature": {"type": "number", "minimum": 0, "maximum": 1, "default": 0},
+        "engine": {"type": "string", "enum": ["whisperx", "timestamped"]},
+    }
+    if task == Task.TRANSCRIBE:
+        fields["language"] = {"type": "string", "description": "ISO-639-1 code, e.g. `en`."}
+        fields[GRANULARITIES_FIELD] = {
+            "type": "array",
+            "items": {"type": "string", "enum": ["word", "segment"]},
+        }
+        fields["stream"] = {"type": "boolean", "default": False}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["file", "model"],
+                        "properties": fields,
+                    }
+                }
+            },
+        }
+    }
+
+
+ANSWERS: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The transcript in `response_format` (JSON for json and verbose_json).",
+        "content": {"application/json": {}, "text/plain": {}, "text/vtt": {}},
+    },
+    400: {"description": "A bad field (OpenAI's error body, `param` naming it)."},
+    404: {"description": "`model_not_found`."},
+}
+
+
+async def _answer(
+    request: Request, on: SubmittingDep, waiter: JobWaiterDep, task: Task
+) -> Response:
+    form, accepted = await submit_audio(request, on, task)
+    if form.stream:
+        raise OpenAIError(400, "stream=true is not served yet", param="stream", code="unsupported")
+    status = await wait_for_end(request, on, waiter, accepted.job_id)
+    if status is None:  # the client is gone: nobody reads this
+        return Response(status_code=499, headers={JOB_ID_HEADER: accepted.job_id})
+    if status.status != PublicStatus.FINISHED or status.result is None:
+        raise ended_without_result(accepted.job_id, status.status, status.error)
+    answer = responses.answer(status.result, form, task)
+    answer.headers[JOB_ID_HEADER] = accepted.job_id
+    return answer
+
+
+def ended_without_result(job_id: str, status: str, error: str | None) -> OpenAIError:
+    """The answer for a job that failed or was canceled (an SDK retry is answered the same)."""
+    headers = {JOB_ID_HEADER: job_id}
+    if status == PublicStatus.FAILED:
+        return OpenAIError(
+            500, f"the transcription failed: {error or 'no reason recorded'} (job {job_id})",
+            code="job_failed", headers=headers,
+        )  # fmt: skip
+    return OpenAIError(
+        409, f"the transcription was {status} (job {job_id})", code=f"job_{status}", headers=headers
+    )
+
+
+@router.post(
+    "/transcriptions",
+    summary="Transcribe audio (OpenAI-compatible)",
+    response_class=Response,
+    responses=ANSWERS,
+    openapi_extra=_form_schema(Task.TRANSCRIBE),
+)
+async def create_transcription(
+    request: Request, on: SubmittingDep, waiter: JobWaiterDep
+) -> Response:
+    """OpenAI's `audio.transcriptions.create`, run as a job on the queue; answers when it ends."""
+    return await _answer(request, on, waiter, Task.TRANSCRIBE)
+
+
+@router.post(
+    "/translations",
+    summary="Translate audio into English text (OpenAI-compatible)",
+    response_class=Response,
+    responses=ANSWERS,
+    openapi_extra=_form_schema(Task.TRANSLATE),
+)
+async def create_translation(request: Request, on: SubmittingDep, waiter: JobWaiterDep) -> Response:
+    """OpenAI's `audio.translations.create` (needs a multilingual model), run as a job."""
+    return await _answer(request, on, waiter, Task.TRANSLATE)

@@ -1,0 +1,1 @@
+"""OpenAI's audio API over the queue: model ids, the request form, answers and error bodies."""
