@@ -126,6 +126,14 @@ def _refer_to_offered_models(node: Any) -> Any:
     return node
 
 
+def _openai_validation_is_400(document: dict[str, Any]) -> None:
+    """On /v1 a request FastAPI finds invalid is OpenAI's 400 (documented), never a 422."""
+    for path, operations in document.get("paths", {}).items():
+        if path.startswith(openai_errors.PREFIX):
+            for operation in operations.values():
+                operation.get("responses", {}).pop("422", None)
+
+
 def create_app(settings: Settings) -> FastAPI:
     """Build the API for `settings`: routers, error mapping and the OpenAPI document.
 
@@ -141,9 +149,14 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     # Every resource needs an API key when REQUIRE_API_KEY is on; the probes do not.
-    routers = (transcribe, transcribe_url, status, jobs, results, openai_audio, openai_models)
-    for module in routers:
+    for module in (transcribe, transcribe_url, status, jobs, results):
         app.include_router(module.router, dependencies=[Depends(get_caller)], responses=KEY_ERRORS)
+    for module in (openai_audio, openai_models):
+        app.include_router(
+            module.router,
+            dependencies=[Depends(get_caller)],
+            responses=openai_errors.OPENAI_KEY_ERRORS,
+        )
     app.include_router(health.router)
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RedisError, _redis_unavailable)
@@ -157,6 +170,7 @@ def create_app(settings: Settings) -> FastAPI:
             )
             schemas = document.setdefault("components", {}).setdefault("schemas", {})
             _refer_to_offered_models(document)
+            _openai_validation_is_400(document)
             schemas[MODEL_NAME_SCHEMA] = {
                 "title": MODEL_NAME_SCHEMA,
                 "type": "string",

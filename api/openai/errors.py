@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.requests import Request
 
 from api.errors import InvalidField, ServiceError
@@ -27,6 +28,39 @@ _CODES = {
     429: "rate_limit_exceeded",
     503: "service_unavailable",
 }
+
+
+class OpenAIErrorDetail(BaseModel):
+    """What went wrong: OpenAI's four fields."""
+
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class OpenAIErrorBody(BaseModel):
+    """The body of every error answer on /v1."""
+
+    error: OpenAIErrorDetail
+
+
+def documented(descriptions: Mapping[int, str]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for /v1 error answers, each with OpenAI's error body."""
+    return {
+        code: {"model": OpenAIErrorBody, "description": text} for code, text in descriptions.items()
+    }
+
+
+OPENAI_KEY_ERRORS = documented(
+    {
+        400: "A bad field; `param` names it.",
+        401: "REQUIRE_API_KEY is on and the API key is missing, unknown or revoked.",
+        429: "A limit of the API key was reached; retry after Retry-After.",
+        503: "Redis unreachable; retry after Retry-After.",
+    }
+)
+"""Answers every /v1 route can give."""
 
 
 def is_openai_path(request: Request) -> bool:

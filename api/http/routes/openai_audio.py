@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request, Response
 
 from api.http.deps import JobWaiterDep, SubmittingDep
 from api.openai import responses
-from api.openai.errors import OpenAIError
+from api.openai.errors import OpenAIError, documented
 from api.openai.jobs import submit_audio, wait_for_end
 from api.openai.requests import GRANULARITIES_FIELD, ResponseFormat
 from common.contract import PublicStatus, Task
@@ -63,8 +63,16 @@ ANSWERS: dict[int | str, dict[str, Any]] = {
         "description": "The transcript in `response_format` (JSON for json and verbose_json).",
         "content": {"application/json": {}, "text/plain": {}, "text/vtt": {}},
     },
-    400: {"description": "A bad field (OpenAI's error body, `param` naming it)."},
-    404: {"description": "`model_not_found`."},
+    **documented(
+        {
+            404: "`model_not_found`.",
+            409: "The job was canceled, or an Idempotency-Key reused for another request.",
+            413: "File or audio longer than the limits.",
+            415: "Not multipart, or the content is not audio.",
+            500: "The transcription job failed (`job_failed`).",
+            507: "No disk space left for the upload.",
+        }
+    ),
 }
 
 

@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from api.http.deps import SettingsDep
-from api.openai.errors import model_not_found
+from api.openai.errors import documented, model_not_found
 from api.openai.models import CREATED, model_ids, resolve
 
 router = APIRouter(prefix="/v1/models", tags=["openai"])
@@ -41,7 +41,12 @@ def list_models(settings: SettingsDep) -> ModelList:
     return ModelList(data=[_model(model_id, settings) for model_id in model_ids(settings)])
 
 
-@router.get("/{model_id:path}", response_model=Model, summary="One model id (OpenAI-compatible)")
+@router.get(
+    "/{model_id:path}",
+    response_model=Model,
+    summary="One model id (OpenAI-compatible)",
+    responses=documented({404: "`model_not_found`."}),
+)
 def get_model(model_id: str, settings: SettingsDep) -> Model:
     """The model, or OpenAI's 404 `model_not_found`."""
     try:
