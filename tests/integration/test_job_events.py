@@ -140,7 +140,7 @@ def test_segments_stream_in_order_during_the_transcription_and_make_the_transcri
     VAD, decoding, the alignment attempt and storing the result, and no model load). Live
     segments come per whisperx group of chunks (one of the two 30 s chunks here) or per 30 s
     window of whisper-timestamped: this file's first chunk or window holds most of the speech to
-    decode, so its segments come at 0.45 to 0.8 of the span on this machine; the issue's
+    decode, so its segments come at 0.4 to 0.8 of the span on this machine; the issue's
     "before half the span" is logged (`first segment at`), and what is asserted is that they
     come while the job is still decoding, not in a burst at its end.
     """
