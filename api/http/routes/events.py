@@ -17,8 +17,9 @@ from common.events import JobEvent, parse_entry_id
 
 router = APIRouter(tags=["jobs"])
 
-KEEP_ALIVE = "keep-alive"
-"""The comment line (`: keep-alive`) sent when nothing happened for a while."""
+KEEP_ALIVE = b": keep-alive\n"
+"""The comment line sent when nothing happened for a while. No blank line follows it: some
+clients (httpx-sse) would dispatch an empty event at the blank line once an id was seen."""
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 """Nothing between the service and the client may keep or buffer the stream (nginx reads the
@@ -39,7 +40,7 @@ LastEventIdHeader = Annotated[
 async def _wire(events: AsyncIterator[JobEvent | None]) -> AsyncIterator[bytes]:
     async for event in events:
         if event is None:
-            yield format_sse_event(comment=KEEP_ALIVE)
+            yield KEEP_ALIVE
         else:
             yield format_sse_event(event=event.kind.value, id=event.id, data_str=event.data_json())
 
