@@ -15,6 +15,7 @@ from typing import Any
 
 from bench.api_load import api_throughput
 from bench.direct import DirectEngines
+from bench.events import event_delay
 from bench.findings import explain
 from bench.harness import (
     SHORT_AUDIO,
@@ -41,7 +42,7 @@ RESULTS_DIR = REPO_ROOT / "bench-results"
 BENCHMARKS_MD = REPO_ROOT / "BENCHMARKS.md"
 README = REPO_ROOT / "README.md"
 DEFAULT_MODELS = {"cpu": "tiny.en", "cuda": "large-v3"}
-PARTS = ("overhead", "warm", "uploads", "api", "scaling")
+PARTS = ("overhead", "warm", "uploads", "api", "scaling", "events")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -193,7 +194,7 @@ def run(options: Options, report: Report, parts: frozenset[str]) -> None:
             for name in API_LIMITS:
                 del service.env[name]
         restart_api(service, 2)
-        if not parts & {"warm", "overhead", "scaling", "api"}:
+        if not parts & {"warm", "overhead", "scaling", "api", "events"}:
             return
         direct: DirectEngines | None = None
         if "overhead" in parts:
@@ -219,6 +220,9 @@ def run(options: Options, report: Report, parts: frozenset[str]) -> None:
                 finished_job = run_job(
                     client, SHORT_AUDIO, options.engines[0], options.model
                 ).job_id
+            if "events" in parts:
+                log.info("live events: segment decoded to SSE client")
+                event_delay(report, client, options)
             if "scaling" in parts:
                 log.info("part 5: scaling")
                 scaling(service, client, report, options)

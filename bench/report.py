@@ -122,8 +122,9 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-PART_ORDER = ("overhead", "warm models", "uploads", "API", "scaling")
-"""Table order: the issue's parts 1 to 5 (part 6 is the same table from a GPU run)."""
+PART_ORDER = ("overhead", "warm models", "uploads", "API", "scaling", "events")
+"""Table order: the issue's parts 1 to 5 (part 6 is the same table from a GPU run), then live
+events (issue 14)."""
 
 HEADER = """# Benchmarks
 

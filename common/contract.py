@@ -268,6 +268,10 @@ class Keys:
         """Set when the job must not run, or must stop."""
         return f"{self.prefix}:cancel:{job_id}"
 
+    def events(self, job_id: str) -> str:
+        """Stream of the job's status, progress and segment events (see `common.events`)."""
+        return f"{self.prefix}:events:{job_id}"
+
     def owner_index(self, owner: str) -> str:
         """Sorted set of one API key's job ids by creation time."""
         return f"{self.index}:owner:{owner}"

@@ -10,6 +10,7 @@ from redis.exceptions import RedisError
 from rq.job import Job
 
 from common.contract import TERMINAL, Keys, meta_of, public_status, request_of
+from common.events import publish_end
 from common.fairness import feed
 from common.job_events import announce_job_end
 from common.webhooks import schedule_delivery
@@ -20,8 +21,8 @@ log = logging.getLogger(__name__)
 
 def end_job(job: Job, settings: Settings) -> bool:
     """Once a job's state is stored: if it has ended, delete its upload, free its place among
-    its API key's active jobs, wake its long-polls and schedule its webhook; returns whether it
-    had ended.
+    its API key's active jobs, publish its terminal status on its events (which then expire with
+    it), wake its long-polls and schedule its webhook; returns whether it had ended.
 
     A job queued again for another attempt has not ended: it keeps its upload. Safe to call
     more than once for a job (the webhook is scheduled once).
@@ -30,6 +31,7 @@ def end_job(job: Job, settings: Settings) -> bool:
     if public_status(job) not in TERMINAL:
         return False
     delete_upload(job, settings.upload_dir)
+    publish_end(job)  # advisory: it logs its own Redis errors
     keys = Keys(job.origin)
     owner = meta_of(job).owner
     try:

@@ -11,7 +11,8 @@ from rq.job import Job
 
 from api.jobs.queue import enqueue_transcription
 from common.catalog import EngineName
-from common.contract import JobRequest
+from common.contract import JobRequest, Keys
+from common.events import JobEvent, event_of
 from config import Settings
 from worker.engines.fake import FakeEngine, slow_model
 from worker.rq_worker import TranscriptionWorker
@@ -79,3 +80,9 @@ def enqueue_path(
         callback_url=callback_url,
         owner=owner,
     )
+
+
+def published_events(queue: Queue, job_id: str) -> list[JobEvent]:
+    """The job's event stream as stored, oldest first."""
+    entries = queue.connection.xrange(Keys(queue.name).events(job_id)) or []
+    return [event for event in (event_of(*entry) for entry in entries) if event is not None]

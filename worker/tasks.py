@@ -14,7 +14,9 @@ from redis.exceptions import RedisError
 from rq import get_current_job
 from rq.job import Job
 
-from common.contract import JobRequest, StageProgress, meta_of, store_meta
+from common.contract import JobRequest, Progress, StageProgress, meta_of, store_meta
+from common.events import EventKind, EventPublisher
+from common.transcript import Segment, Transcript
 from worker.audio import AudioDecodeError, decode_audio
 from worker.runtime import Runtime
 from worker.stopping import StopCheck
@@ -23,26 +25,40 @@ log = logging.getLogger(__name__)
 
 PROGRESS_SAVE_INTERVAL_S = 0.5
 
+PROGRESS_EVENT_STEP = 1.0
+"""A progress event is published on a change of stage or of this many percent: at most about
+100 entries per stage on a job's event stream."""
+
 
 class ProgressReporter:
-    """Writes (stage, percent) into the job's meta, at most every PROGRESS_SAVE_INTERVAL_S.
+    """Writes (stage, percent) into the job's meta, at most every PROGRESS_SAVE_INTERVAL_S, and
+    publishes it as a `progress` event on a change of stage or of PROGRESS_EVENT_STEP percent.
 
     Each report first runs `stop_check`, which raises to stop a canceled job; the meta also
     keeps when the stage began (`stage_started_at`, Unix seconds), for the API's ETA.
     """
 
-    def __init__(self, job: Job | None, stop_check: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        job: Job | None,
+        stop_check: Callable[[], None] | None = None,
+        events: EventPublisher | None = None,
+    ) -> None:
         self._job = job
         self._stop_check = stop_check
+        self._events = events
         self._last_stage: str | None = None
         self._last_save = 0.0
         self._stage_started_at = 0.0
+        self._published: Progress | None = None
 
     def __call__(self, stage: str, percent: float | None) -> None:
         if self._stop_check is not None:
             self._stop_check()
         if self._job is None:
             return
+        clamped = None if percent is None else round(min(max(percent, 0.0), 100.0), 1)
+        self._publish(Progress(stage=stage, percent=clamped))
         now = time.monotonic()
         if stage == self._last_stage and now - self._last_save < PROGRESS_SAVE_INTERVAL_S:
             return
@@ -51,11 +67,52 @@ class ProgressReporter:
         self._last_stage = stage
         self._last_save = now
         progress = StageProgress(
-            stage=stage,
-            percent=None if percent is None else round(min(max(percent, 0.0), 100.0), 1),
-            stage_started_at=self._stage_started_at,
+            stage=stage, percent=clamped, stage_started_at=self._stage_started_at
         )
         save_progress(self._job, progress)
+
+    def finish(self, detected_language: str | None) -> None:
+        """Store and publish the `done` stage, with the language the engine settled on."""
+        if self._job is None:
+            return
+        done = StageProgress(stage="done", percent=100.0)
+        self._publish(Progress(stage=done.stage, percent=done.percent))
+        save_progress(self._job, done, detected_language)
+
+    def _publish(self, progress: Progress) -> None:
+        if self._events is None or not _is_news(self._published, progress):
+            return
+        self._published = progress
+        self._events.publish(EventKind.PROGRESS, progress)
+
+
+def _is_news(last: Progress | None, now: Progress) -> bool:
+    """Whether `now` is worth an event after `last`: another stage, or PROGRESS_EVENT_STEP more."""
+    if last is None or last.stage != now.stage:
+        return True
+    if now.percent is None:
+        return False
+    return last.percent is None or abs(now.percent - last.percent) >= PROGRESS_EVENT_STEP
+
+
+class LiveSegments:
+    """Publishes each segment the engine hands over as a `segment` event, and at the end any of
+    the transcript's segments it did not hand over (an engine that could not stream them)."""
+
+    def __init__(self, events: EventPublisher | None) -> None:
+        self._events = events
+        self.published = 0
+        """How many segments were published, i.e. the id the next one should have."""
+
+    def __call__(self, segment: Segment) -> None:
+        if self._events is not None:
+            self._events.publish(EventKind.SEGMENT, segment)
+        self.published = max(self.published, segment.id + 1)
+
+    def complete(self, transcript: Transcript) -> None:
+        """Publish the transcript's segments from the first one not handed over live."""
+        for segment in transcript.segments[self.published :]:
+            self(segment)
 
 
 def save_progress(job: Job, progress: StageProgress, detected_language: str | None = None) -> None:
@@ -93,11 +150,16 @@ def transcribe(runtime: Runtime, **arguments: Any) -> dict[str, Any]:
     job = get_current_job()
     stop_check = StopCheck(job)
     stop_check()  # canceled just as this worker took it: its upload may be gone already
+    events = None
+    if job is not None:
+        events = EventPublisher.for_job(job)
+        events.start_attempt(job)
     if not Path(audio_path).is_file():
         raise AudioDecodeError(
             "the uploaded file is gone (removed after an earlier attempt, or by the sweeper)"
         )
-    progress = ProgressReporter(job, stop_check)
+    progress = ProgressReporter(job, stop_check, events)
+    segments = LiveSegments(events)
     started = time.perf_counter()
 
     progress("loading_model", None)
@@ -112,14 +174,14 @@ def transcribe(runtime: Runtime, **arguments: Any) -> dict[str, Any]:
     )
     decode_s = time.perf_counter() - decode_started
 
-    transcript = engine_impl.transcribe(audio, request.options, progress)
+    transcript = engine_impl.transcribe(audio, request.options, progress, segments)
     stop_check()  # a cancel that came during the last native call still wins
+    segments.complete(transcript)
     transcript.timings.model_load_s = load_s
     transcript.timings.decode_s = decode_s
     transcript.timings.queue_wait_s = _queue_wait_s(job)
     transcript.timings.total_s = time.perf_counter() - started
-    if job is not None:
-        save_progress(job, StageProgress(stage="done", percent=100.0), transcript.language)
+    progress.finish(transcript.language)
     return transcript.model_dump(mode="json")
 
 

@@ -23,6 +23,7 @@ from starlette.responses import Response
 from api.errors import ServiceError, service_error_handler
 from api.http.deps import get_caller
 from api.http.routes import (
+    events,
     health,
     jobs,
     openai_audio,
@@ -34,6 +35,7 @@ from api.http.routes import (
 )
 from api.http.schemas import KEY_ERRORS, MODEL_NAME_SCHEMA, OFFERED_MODEL_MARK
 from api.intake import pyav_helper
+from api.jobs.events import JobEventReader
 from api.jobs.long_poll import MAX_WAIT_S, JobEndWaiter
 from api.jobs.submit import offered_models
 from api.openai import errors as openai_errors
@@ -64,9 +66,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings.upload_dir.mkdir(parents=True, exist_ok=True)
     connection = connect_redis(settings)
     app.state.queue = Queue(settings.queue_name, connection=connection, serializer=JSONSerializer)
-    # Long-polls block on their own connections, read timeout past the longest wait.
+    # Long-polls and event streams block on their own connections, read timeout past the
+    # longest wait.
     blocking = connect_async_redis(settings, MAX_WAIT_S + settings.redis_timeout_s)
     app.state.job_waiter = JobEndWaiter(blocking, app.state.queue.name)
+    app.state.event_reader = JobEventReader(blocking, app.state.queue)
     if pyav_helper.available():
         await run_in_threadpool(pyav_helper.prober().warm_up)
     try:
@@ -149,7 +153,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     # Every resource needs an API key when REQUIRE_API_KEY is on; the probes do not.
-    for module in (transcribe, transcribe_url, status, jobs, results):
+    for module in (transcribe, transcribe_url, status, jobs, events, results):
         app.include_router(module.router, dependencies=[Depends(get_caller)], responses=KEY_ERRORS)
     for module in (openai_audio, openai_models):
         app.include_router(

@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 from rq import Queue
 
 from api.errors import ServiceError
+from api.jobs.events import JobEventReader
 from api.jobs.idempotency import HEADER, KEY_PATTERN
 from api.jobs.long_poll import JobEndWaiter
 from api.jobs.queue import Caller
@@ -47,6 +48,15 @@ def get_job_waiter(request: Request) -> JobEndWaiter:
 
 
 JobWaiterDep = Annotated[JobEndWaiter, Depends(get_job_waiter)]
+
+
+def get_event_reader(request: Request) -> JobEventReader:
+    """Follows job event streams on the app's blocking Redis connection (opened by the lifespan)."""
+    reader: JobEventReader = request.app.state.event_reader
+    return reader
+
+
+EventReaderDep = Annotated[JobEventReader, Depends(get_event_reader)]
 
 
 def get_outbound_policy(settings: SettingsDep) -> OutboundPolicy:

@@ -59,16 +59,16 @@ def cancel_job(settings: Settings, job: Job) -> Literal["canceled", "stopping"]:
 
 
 def erase_job(settings: Settings, job: Job) -> None:
-    """Delete an ended job for good: its record, transcript, upload, end signal, cancel key,
-    webhook schedule and index entries (a privacy request)."""
+    """Delete an ended job for good: its record, transcript, upload, events, end signal, cancel
+    key, webhook schedule and index entries (a privacy request)."""
     delete_upload(job, settings.upload_dir)
     keys = Keys(job.origin)
     owner = meta_of(job).owner
     with job.connection.pipeline() as pipeline:
         job.delete(pipeline=pipeline)
         pipeline.delete(
-            Result.get_key(job.id), keys.ended(job.id), keys.cancel(job.id),
-            keys.webhook_scheduled(job.id),
+            Result.get_key(job.id), keys.events(job.id), keys.ended(job.id),
+            keys.cancel(job.id), keys.webhook_scheduled(job.id),
         )  # fmt: skip
         pipeline.zrem(keys.webhooks_due, job.id)
         pipeline.zrem(keys.index, job.id)

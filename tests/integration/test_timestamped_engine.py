@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from common.contract import TranscribeOptions
-from tests.audio import JFK, JFK_PHRASE, normalize
+from common.transcript import Segment
+from tests.audio import JFK, JFK_PHRASE, SHARED_DATA, normalize
+from worker.engines import timestamped_engine
 from worker.engines.base import LoadContext, ModelLoadError, ModelSpec
 from worker.engines.ct2_convert import ensure_converted, load_converted_model
 from worker.engines.timestamped_engine import CHECKPOINT_SUBDIR, TimestampedEngine
@@ -19,6 +21,8 @@ pytestmark = pytest.mark.integration
 
 whisper = pytest.importorskip("whisper")
 whisper_timestamped = pytest.importorskip("whisper_timestamped")
+
+MULTILINGUAL = SHARED_DATA / "multilingual.mp3"
 
 SPEC = ModelSpec(engine="timestamped", model=BUNDLED_MODEL, device="cpu", compute_type="int8")
 
@@ -92,6 +96,56 @@ def test_transcribes_jfk_with_monotonic_words_inside_the_audio(
     captured = capfd.readouterr()
     assert captured.out == ""
     assert "frames" not in captured.err
+
+
+@pytest.mark.parametrize("vad", [True, False])
+def test_each_windows_segments_are_handed_over_as_the_transcripts_own(
+    engine: TimestampedEngine, vad: bool
+) -> None:
+    audio = whisper.load_audio(str(MULTILINGUAL))
+    log: list[tuple[str, Any]] = []
+    live: list[Segment] = []
+
+    def on_segment(segment: Segment) -> None:
+        live.append(segment)
+        log.append(("segment", segment.id))
+
+    transcript = engine.transcribe(
+        audio,
+        TranscribeOptions(vad=vad),
+        lambda stage, percent: log.append((stage, percent)),
+        on_segment,
+    )
+    final = transcript.segments
+    assert len(final) > 1
+    assert [(segment.id, segment.text) for segment in live] == [
+        (segment.id, segment.text) for segment in final
+    ]
+    # Live times are whisper's; the final ones come from the word alignment after the last
+    # window, with VAD mapped back onto the audio either way.
+    for ours, theirs in zip(live, final, strict=True):
+        assert ours.start == pytest.approx(theirs.start, abs=2.5)
+        assert ours.end == pytest.approx(theirs.end, abs=2.5)
+        assert ours.words == []
+    first, last = log.index(("segment", live[0].id)), log.index(("segment", live[-1].id))
+    between = [entry for entry in log[first:last] if entry[0] == "transcribing"]
+    assert between, "every segment came in one burst: not per window"
+
+
+def test_live_segments_fail_soft_when_the_library_internals_differ(
+    engine: TimestampedEngine,
+    jfk_audio: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(timestamped_engine, "decoded_so_far", lambda _caller: None)
+    live: list[Segment] = []
+
+    transcript = engine.transcribe(jfk_audio, TranscribeOptions(), Progress(), live.append)
+
+    assert live == []
+    assert JFK_PHRASE in normalize(transcript.text)
+    assert "live segments unavailable" in caplog.text
 
 
 # The engine silences this auditok deprecation around its calls; the direct call meets it bare.

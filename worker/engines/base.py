@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from common.contract import TranscribeOptions
-from common.transcript import Transcript
+from common.transcript import Segment, Transcript
 
 SAMPLE_RATE = 16_000
 """Every engine receives mono float32 audio at this rate, seconds = len(audio) / SAMPLE_RATE."""
@@ -19,6 +19,16 @@ Audio = npt.NDArray[np.float32]
 
 ProgressCallback = Callable[[str, float | None], None]
 """Reports (stage, percent 0-100 or None) while a job runs; stages are e.g. `transcribing`."""
+
+SegmentCallback = Callable[[Segment], None]
+"""Receives each segment as soon as the engine has decoded it, in order, with ids 0, 1, 2, …;
+the returned transcript's segments are these unless the engine refines them afterwards (word
+alignment may re-split or re-time them)."""
+
+
+def discard_segment(segment: Segment) -> None:
+    """The SegmentCallback of a caller that wants only the finished transcript."""
+    del segment
 
 
 @dataclass(frozen=True)
@@ -45,10 +55,15 @@ class Engine(Protocol):
     """A loaded model that turns audio into the project's transcript model."""
 
     def transcribe(
-        self, audio: Audio, options: TranscribeOptions, progress: ProgressCallback
+        self,
+        audio: Audio,
+        options: TranscribeOptions,
+        progress: ProgressCallback,
+        on_segment: SegmentCallback = discard_segment,
     ) -> Transcript:
-        """Transcribe 16 kHz mono audio in `options.language` (detected when None); the caller
-        fills timings other than the engine's own."""
+        """Transcribe 16 kHz mono audio in `options.language` (detected when None), handing
+        each segment to `on_segment` as it is decoded; the caller fills timings other than the
+        engine's own."""
         ...
 
 

@@ -37,9 +37,13 @@ class FakeEngine:
         self._spec = spec
 
     def transcribe(
-        self, audio: base.Audio, options: TranscribeOptions, progress: base.ProgressCallback
+        self,
+        audio: base.Audio,
+        options: TranscribeOptions,
+        progress: base.ProgressCallback,
+        on_segment: base.SegmentCallback = base.discard_segment,
     ) -> Transcript:
-        """One segment, one word per second of audio."""
+        """One segment, one word per second of audio, handed to `on_segment` once decoded."""
         duration = len(audio) / base.SAMPLE_RATE
         model = self._spec.model
         sleep_s = (
@@ -53,6 +57,8 @@ class FakeEngine:
             for second in range(int(duration))
         ]
         text = " ".join(word.word for word in words)
+        segment = Segment(id=0, start=0.0, end=duration, text=text, words=words)
+        on_segment(segment)
         progress("transcribing", 100.0)
         return Transcript(
             engine=self._spec.engine,
@@ -60,6 +66,6 @@ class FakeEngine:
             language=options.language or "en",
             duration=duration,
             text=text,
-            segments=[Segment(id=0, start=0.0, end=duration, text=text, words=words)],
+            segments=[segment],
             timings=Timings(transcribe_s=sleep_s),
         )

@@ -6,6 +6,7 @@ import importlib
 import logging
 import math
 import socket
+import sys
 import threading
 import time
 import types
@@ -31,6 +32,8 @@ from worker.engines.base import (
     ModelLoadError,
     ModelSpec,
     ProgressCallback,
+    SegmentCallback,
+    discard_segment,
 )
 from worker.engines.ct2_convert import ensure_converted, load_converted_model
 from worker.engines.mapping import RawWord, build_segment, decoding_of, join_text
@@ -84,12 +87,20 @@ def _load_model(spec: ModelSpec, context: LoadContext) -> Whisper:
 class _ProgressBar:
     """Stands in for `tqdm.tqdm` inside whisper.transcribe, turning its frame counts into percent.
 
-    whisper advances the bar by the frames each 30 s window consumed, out of the audio's total.
+    whisper advances the bar by the frames each 30 s window consumed, out of the audio's total,
+    right after adding that window's segments: `on_window` gets the caller's frame then.
     Reports stop at 99: word alignment and the result's assembly still follow the last window.
     """
 
-    def __init__(self, report: Callable[[float], None], total: int | None = None, **_: Any) -> None:
+    def __init__(
+        self,
+        report: Callable[[float], None],
+        on_window: Callable[[types.FrameType], None],
+        total: int | None = None,
+        **_: Any,
+    ) -> None:
         self._report = report
+        self._on_window = on_window
         self._total = total or 0
         self._done = 0
 
@@ -100,21 +111,116 @@ class _ProgressBar:
         return None
 
     def update(self, frames: int = 1) -> None:
+        caller = sys._getframe(1)  # whisper.transcribe, holding the window's new segments
+        self._on_window(caller)
         self._done += frames
         if self._total > 0:
             self._report(min(99.0, 100.0 * self._done / self._total))
 
 
 @contextmanager
-def _reporting_progress(report: Callable[[float], None]) -> Iterator[None]:
+def _reporting_progress(
+    report: Callable[[float], None], on_window: Callable[[types.FrameType], None]
+) -> Iterator[None]:
     # `whisper.transcribe` is the function (the package re-exports it); the module is needed here.
     namespace = vars(importlib.import_module("whisper.transcribe"))
     original = namespace["tqdm"]
-    namespace["tqdm"] = types.SimpleNamespace(tqdm=lambda **kw: _ProgressBar(report, **kw))
+    namespace["tqdm"] = types.SimpleNamespace(
+        tqdm=lambda **kw: _ProgressBar(report, on_window, **kw)
+    )
     try:
         yield
     finally:
         namespace["tqdm"] = original
+
+
+TimeMap = Callable[[float, float], tuple[float, float]]
+"""(start, end) in the audio whisper decodes → (start, end) in the job's audio."""
+
+
+def decoded_so_far(caller: types.FrameType) -> tuple[list[dict[str, Any]], TimeMap] | None:
+    """whisper's segments decoded so far, and how their times map onto the job's audio; None
+    when the libraries' internals are not as this reads them (live segments then stop).
+
+    The one place that reads library internals: `caller` is whisper.transcribe's frame as its
+    progress bar advances (`all_segments`, every window's segments so far, with id, seek, start,
+    end, text, tokens). With VAD, whisper-timestamped decodes the speech alone and maps times
+    back at the end with a `convert_timestamps` closure of its transcribe_timestamped frame,
+    which this borrows. Tested against the installed versions (openai-whisper 20250625,
+    whisper-timestamped 1.15.9).
+    """
+    segments = caller.f_locals.get("all_segments")
+    if caller.f_code.co_name != "transcribe" or not isinstance(segments, list):
+        return None
+    outer = caller.f_back
+    while outer is not None and outer.f_code.co_name != "transcribe_timestamped":
+        outer = outer.f_back
+    if outer is None:
+        return None
+    scope = outer.f_locals
+    if scope.get("vad_segments") is None:  # no VAD: whisper saw the job's audio itself
+        return segments, lambda start, end: (start, end)
+    convert = scope.get("convert_timestamps")
+    if not callable(convert):
+        return None
+
+    def to_audio(start: float, end: float) -> tuple[float, float]:
+        mapped = convert(start, end)
+        return float(mapped[0]), float(mapped[1])
+
+    return segments, to_audio
+
+
+class _LiveSegments:
+    """Hands over each window's segments as whisper adds them: whisper's text and times, in
+    the job's timeline, numbered as the final transcript numbers them (empty ones skipped, as
+    whisper-timestamped drops them).
+
+    The final segments keep these ids and texts; their times come from the words that
+    whisper-timestamped aligns, so they differ (by up to about 2 s on the test recordings), and
+    only they carry words. Reading the library's internals fails soft: no live segments (the
+    worker then publishes the final ones at the end), never a failed job.
+    """
+
+    def __init__(self, on_segment: SegmentCallback, duration: float) -> None:
+        self._on_segment = on_segment
+        self._duration = duration
+        self._seen = 0
+        self._previous: Segment | None = None
+        self._broken = False
+
+    def window_done(self, caller: types.FrameType) -> None:
+        if self._broken:
+            return
+        try:
+            found = decoded_so_far(caller)
+            if found is None:
+                raise LookupError("whisper's segments are not where this version keeps them")
+            decoded, to_audio = found
+            fresh = [self._segment(raw, to_audio) for raw in decoded[self._seen :] if raw["text"]]
+            self._seen = len(decoded)
+        except Exception as error:  # library internals changed: stream nothing, fail nothing
+            self._broken = True
+            logger.warning("live segments unavailable for this job: %s", error)
+            return
+        for segment in fresh:
+            self._on_segment(segment)
+
+    def _segment(self, raw: dict[str, Any], to_audio: TimeMap) -> Segment:
+        start, end = to_audio(float(raw["start"]), float(raw["end"]))
+        previous = self._previous
+        segment = build_segment(
+            0 if previous is None else previous.id + 1,
+            start,
+            end,
+            str(raw["text"]),
+            [],
+            self._duration,
+            0.0 if previous is None else previous.start,
+            decoding_of(raw),
+        )
+        self._previous = segment
+        return segment
 
 
 @contextmanager
@@ -197,9 +303,14 @@ class TimestampedEngine:
         logger.info("timestamped engine ready: %s on %s", spec.model, spec.device)
 
     def transcribe(
-        self, audio: Audio, options: TranscribeOptions, progress: ProgressCallback
+        self,
+        audio: Audio,
+        options: TranscribeOptions,
+        progress: ProgressCallback,
+        on_segment: SegmentCallback = discard_segment,
     ) -> Transcript:
-        """Transcribe 16 kHz mono audio with whisper-timestamped, VAD by auditok when asked.
+        """Transcribe 16 kHz mono audio with whisper-timestamped, VAD by auditok when asked;
+        each 30 s window's segments go to `on_segment` as soon as it is decoded.
 
         English-only models always decode English. Otherwise the language is the job's, or the
         one detected on the first 30 s of speech (with its probability). Options this engine cannot
@@ -215,9 +326,10 @@ class TimestampedEngine:
         text = ""
         if samples.size:  # auditok fails on empty audio, and there is nothing to decode
             kwargs = self._library_options(options, language, notes)
+            live = _LiveSegments(on_segment, duration)
             with (
                 _INFERENCE_LOCK,
-                _reporting_progress(lambda percent: progress(STAGE, percent)),
+                _reporting_progress(lambda percent: progress(STAGE, percent), live.window_done),
                 _quiet_auditok(),
             ):
                 result = whisper_timestamped.transcribe(self._model, samples, **kwargs)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +24,27 @@ CHUNK_S = 30.0
 """Whisper's window: with VAD off, the audio is decoded in consecutive windows of this length."""
 
 
-def _fixed_windows() -> Any:
-    """A stand-in for whisperx's VAD model that keeps everything: consecutive CHUNK_S windows.
+def fixed_windows(duration: float) -> list[dict[str, Any]]:
+    """With VAD off: consecutive CHUNK_S windows over the whole audio, as whisperx's chunks."""
+    windows: list[dict[str, Any]] = []
+    start = 0.0
+    while start < duration:
+        end = min(start + CHUNK_S, duration)
+        windows.append({"start": start, "end": end, "segments": [(start, end)]})
+        start = end
+    return windows
 
-    whisperx always runs its VAD; it accepts any `Vad` subclass in its place, calling
-    `preprocess_audio`, then the model, then `merge_chunks` on what the model returned.
+
+def precomputed_chunks(chunks: list[dict[str, Any]]) -> Any:
+    """A stand-in for whisperx's VAD model that returns `chunks`, already merged.
+
+    `FasterWhisperPipeline.transcribe` always runs its VAD and accepts any `Vad` subclass in
+    its place: it calls `preprocess_audio`, then the model, then `merge_chunks` on what the model
+    returned. Handing it a few chunks at a time drives the pipeline in steps.
     """
     from whisperx.vads import Vad
 
-    class FixedWindows(Vad):  # type: ignore[misc]
+    class PrecomputedChunks(Vad):  # type: ignore[misc]
         def __init__(self) -> None:  # Vad's own only validates a VAD onset
             pass
 
@@ -38,23 +52,73 @@ def _fixed_windows() -> Any:
         def preprocess_audio(audio: base.Audio) -> base.Audio:
             return audio
 
-        def __call__(self, inputs: dict[str, Any]) -> float:
-            return len(inputs["waveform"]) / base.SAMPLE_RATE
+        def __call__(self, inputs: dict[str, Any]) -> list[dict[str, Any]]:
+            del inputs
+            return chunks
 
         @staticmethod
         def merge_chunks(
-            duration: float, chunk_size: float, onset: float = 0.5, offset: float | None = None
+            segments: list[dict[str, Any]],
+            chunk_size: float,
+            onset: float = 0.5,
+            offset: float | None = None,
         ) -> list[dict[str, Any]]:
-            del onset, offset
-            windows: list[dict[str, Any]] = []
-            start = 0.0
-            while start < duration:
-                end = min(start + min(chunk_size, CHUNK_S), duration)
-                windows.append({"start": start, "end": end, "segments": [(start, end)]})
-                start = end
-            return windows
+            del chunk_size, onset, offset
+            return segments
 
-    return FixedWindows()
+    return PrecomputedChunks()
+
+
+STEPS_AT_LEAST = 4
+"""Chunks are decoded in groups small enough for this many steps, so that a short job streams
+its segments too; never more than the batch size per group."""
+
+
+def chunk_groups(chunks: list[dict[str, Any]], batch_size: int) -> list[list[dict[str, Any]]]:
+    """The chunks in consecutive groups of `max(1, min(batch_size, ceil(n / STEPS_AT_LEAST)))`;
+    one empty group when there is no speech (the pipeline still detects the language)."""
+    if not chunks:
+        return [[]]
+    size = max(1, min(batch_size, math.ceil(len(chunks) / STEPS_AT_LEAST)))
+    return [chunks[index : index + size] for index in range(0, len(chunks), size)]
+
+
+def _to_segment(
+    item: dict[str, Any], previous: Segment | None, duration: float, aligned: bool
+) -> Segment:
+    """One of whisperx's segments as the project's, numbered and clamped after `previous`
+    (words only when aligned: unaligned segments carry none)."""
+    words = [
+        RawWord(
+            text=str(word.get("word", "")),
+            start=word.get("start"),
+            end=word.get("end"),
+            probability=word.get("score"),
+        )
+        for word in (item.get("words") or [] if aligned else [])
+    ]
+    return build_segment(
+        0 if previous is None else previous.id + 1,
+        float(item.get("start", 0.0)),
+        float(item.get("end", 0.0)),
+        str(item.get("text", "")),
+        words,
+        duration,
+        0.0 if previous is None else previous.start,
+        decoding_of(item),
+    )
+
+
+def group_progress(
+    progress: base.ProgressCallback, done: int, size: int, total: int
+) -> Callable[[float], None]:
+    """The pipeline's percent of one call over `size` chunks, as the percent of all `total`
+    chunks when `done` were decoded before the call."""
+
+    def report(percent: float) -> None:
+        progress("transcribing", 100.0 * (done + size * float(percent) / 100.0) / max(total, 1))
+
+    return report
 
 
 class WhisperXEngine:
@@ -85,7 +149,6 @@ class WhisperXEngine:
                 f"whisperx could not load model {spec.model!r}: {type(error).__name__}: {error}"
             ) from error
         self._aligners: dict[str, tuple[Any, dict[str, Any]] | str] = {}
-        self._no_vad = _fixed_windows()
         # Per-job options are set on the shared pipeline for the call: one call at a time.
         self._lock = threading.Lock()
 
@@ -103,15 +166,43 @@ class WhisperXEngine:
                 self._aligners[language] = f"{type(error).__name__}: {error}"
         return self._aligners[language]
 
+    def _speech_chunks(self, audio: base.Audio, vad: bool) -> list[dict[str, Any]]:
+        """The chunks the pipeline decodes: its VAD's, merged up to CHUNK_S, exactly as
+        `FasterWhisperPipeline.transcribe` computes them; fixed windows with VAD off."""
+        if not vad:
+            return fixed_windows(len(audio) / base.SAMPLE_RATE)
+        from whisperx.audio import SAMPLE_RATE
+        from whisperx.vads import Pyannote, Vad
+
+        pipeline = self._pipeline
+        model = pipeline.vad_model
+        # A VAD model assigned by hand is treated as pyannote's, as the pipeline does.
+        kind = model if isinstance(model, Vad) else Pyannote
+        speech = model({"waveform": kind.preprocess_audio(audio), "sample_rate": SAMPLE_RATE})
+        chunks: list[dict[str, Any]] = kind.merge_chunks(
+            speech,
+            CHUNK_S,
+            onset=pipeline._vad_params["vad_onset"],
+            offset=pipeline._vad_params["vad_offset"],
+        )
+        return chunks
+
     def _run_pipeline(
         self,
         audio: base.Audio,
         language: str | None,
         options: TranscribeOptions,
         progress: base.ProgressCallback,
+        on_segments: Callable[[list[dict[str, Any]]], None],
         notes: list[str],
     ) -> dict[str, Any]:
-        """One pipeline call with the job's decoding options and VAD choice, restored after."""
+        """The pipeline driven in steps: its VAD once, then one call per group of chunks
+        (`chunk_groups`), each group's segments handed to `on_segments` as soon as it is
+        decoded; the job's decoding options set for the calls and restored after.
+
+        The first call detects the language (when not given) and later calls reuse it, so the
+        result equals one call on the whole audio; progress counts chunks over all the groups.
+        """
         pipeline = self._pipeline
         overrides: dict[str, Any] = {}
         if options.beam_size is not None:
@@ -124,43 +215,69 @@ class WhisperXEngine:
             notes.append("temperature is ignored: whisperx's batched decoding does not sample")
         if not options.vad:
             notes.append(f"VAD off: decoded in consecutive {CHUNK_S:.0f} s windows")
+        segments: list[dict[str, Any]] = []
         with self._lock:
             saved_options, saved_vad = pipeline.options, pipeline.vad_model
             try:
                 pipeline.options = dataclasses.replace(saved_options, **overrides)
-                if not options.vad:
-                    pipeline.vad_model = self._no_vad
-                raw: dict[str, Any] = pipeline.transcribe(
-                    audio,
-                    batch_size=self._context.batch_size,
-                    language=language,
-                    task=options.task,
-                    progress_callback=lambda percent: progress("transcribing", float(percent)),
-                )
+                chunks = self._speech_chunks(audio, options.vad)
+                done = 0
+                for group in chunk_groups(chunks, self._context.batch_size):
+                    progress("transcribing", 100.0 * done / max(len(chunks), 1))
+                    pipeline.vad_model = precomputed_chunks(group)
+                    raw = pipeline.transcribe(
+                        audio,
+                        batch_size=self._context.batch_size,
+                        language=language,
+                        task=options.task,
+                        progress_callback=group_progress(progress, done, len(group), len(chunks)),
+                    )
+                    language = language or raw.get("language")
+                    decoded = list(raw.get("segments") or [])
+                    segments += decoded
+                    on_segments(decoded)
+                    done += len(group)
             finally:
                 pipeline.options, pipeline.vad_model = saved_options, saved_vad
                 if pipeline.preset_language is None:
                     # whisperx resets a detected language's tokenizer only on success; a stopped
                     # job would leave it for the next one.
                     pipeline.tokenizer = None
-        return raw
+        return {"segments": segments, "language": language}
 
     def transcribe(
-        self, audio: base.Audio, options: TranscribeOptions, progress: base.ProgressCallback
+        self,
+        audio: base.Audio,
+        options: TranscribeOptions,
+        progress: base.ProgressCallback,
+        on_segment: base.SegmentCallback = base.discard_segment,
     ) -> Transcript:
-        """Transcribe with VAD-cut batches, then align words when an aligner is available."""
+        """Transcribe with VAD-cut batches, handing over each group's segments as it is
+        decoded, then align words when an aligner is available.
+
+        Without alignment the transcript's segments are the ones handed over; alignment
+        re-times them and may split them, so aligned segments can differ from the live ones.
+        """
         duration = len(audio) / base.SAMPLE_RATE
         notes: list[str] = []
         progress("transcribing", 0.0)
         started = time.perf_counter()
         language = "en" if is_english_only(self._spec.model) else options.language
-        raw = self._run_pipeline(audio, language, options, progress, notes)
+        live: list[Segment] = []
+
+        def hand_over(decoded: list[dict[str, Any]]) -> None:
+            for item in decoded:
+                segment = _to_segment(item, live[-1] if live else None, duration, aligned=False)
+                live.append(segment)
+                on_segment(segment)
+
+        raw = self._run_pipeline(audio, language, options, progress, hand_over, notes)
         transcribe_s = time.perf_counter() - started
         detected = str(raw.get("language") or language or "en")
         segments_raw: list[dict[str, Any]] = list(raw.get("segments") or [])
 
         align_s = 0.0
-        aligned = False
+        segments = live
         if not options.word_timestamps:
             notes.append("word timings not requested (word_timestamps=false)")
         elif options.task != "transcribe":
@@ -187,34 +304,11 @@ class WhisperXEngine:
                     return_char_alignments=False,
                     progress_callback=lambda percent: progress("aligning", float(percent)),
                 )
-                segments_raw = list(result.get("segments") or [])
-                aligned = True
+                segments = []
+                for item in result.get("segments") or []:
+                    previous = segments[-1] if segments else None
+                    segments.append(_to_segment(item, previous, duration, aligned=True))
             align_s = time.perf_counter() - started
-
-        segments: list[Segment] = []
-        previous_end = 0.0
-        for index, item in enumerate(segments_raw):
-            words = [
-                RawWord(
-                    text=str(word.get("word", "")),
-                    start=word.get("start"),
-                    end=word.get("end"),
-                    probability=word.get("score"),
-                )
-                for word in (item.get("words") or [] if aligned else [])
-            ]
-            segment = build_segment(
-                index,
-                float(item.get("start", 0.0)),
-                float(item.get("end", 0.0)),
-                str(item.get("text", "")),
-                words,
-                duration,
-                previous_end,
-                decoding_of(item),
-            )
-            previous_end = segment.start
-            segments.append(segment)
         progress("done", 100.0)
         return Transcript(
             engine="whisperx",
