@@ -124,6 +124,26 @@ def test_word_and_segment_timings_through_timestamped(client: openai.OpenAI) -> 
     assert all(-5 < segment.avg_logprob <= 0 for segment in verbose.segments)
 
 
+@pytest.mark.parametrize("model", ["whisper-1", "timestamped/tiny.en"])
+def test_stream_true_sends_openais_transcription_events(client: openai.OpenAI, model: str) -> None:
+    with JFK.open("rb") as audio:
+        stream = client.audio.transcriptions.create(
+            model=model, file=audio, stream=True, prompt=unique_prompt()
+        )
+        events = list(stream)
+    kinds = [event.type for event in events]
+    assert kinds[-1] == "transcript.text.done"
+    assert "transcript.text.delta" in kinds
+    assert "transcript.text.segment" in kinds
+    deltas = "".join(event.delta for event in events if event.type == "transcript.text.delta")
+    done = events[-1]
+    assert done.type == "transcript.text.done"
+    assert JFK_PHRASE in normalize(done.text)
+    assert normalize(deltas) == normalize(done.text)
+    segments = [event for event in events if event.type == "transcript.text.segment"]
+    assert [segment.id for segment in segments] == [str(n) for n in range(len(segments))]
+
+
 # openai 3.x marks `audio.translations.create` deprecated (OpenAI's whisper-1 retires in 2027);
 # the route still serves the clients that call it.
 @pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")

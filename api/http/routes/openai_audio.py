@@ -6,11 +6,12 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from api.http.deps import JobWaiterDep, SubmittingDep
+from api.http.deps import EventReaderDep, JobWaiterDep, SubmittingDep
 from api.openai import responses
 from api.openai.errors import OpenAIError, documented
 from api.openai.jobs import submit_audio, wait_for_end
 from api.openai.requests import GRANULARITIES_FIELD, ResponseFormat
+from api.openai.stream import stream_answer
 from common.contract import PublicStatus, Task
 
 router = APIRouter(prefix="/v1/audio", tags=["openai"])
@@ -77,11 +78,15 @@ ANSWERS: dict[int | str, dict[str, Any]] = {
 
 
 async def _answer(
-    request: Request, on: SubmittingDep, waiter: JobWaiterDep, task: Task
+    request: Request,
+    on: SubmittingDep,
+    waiter: JobWaiterDep,
+    reader: EventReaderDep,
+    task: Task,
 ) -> Response:
     form, accepted = await submit_audio(request, on, task)
-    if form.stream:
-        raise OpenAIError(400, "stream=true is not served yet", param="stream", code="unsupported")
+    if form.stream and task == Task.TRANSCRIBE:
+        return stream_answer(reader, on, accepted.job_id)
     status = await wait_for_end(request, on, waiter, accepted.job_id)
     if status is None:  # the client is gone: nobody reads this
         return Response(status_code=499, headers={JOB_ID_HEADER: accepted.job_id})
@@ -113,10 +118,10 @@ def ended_without_result(job_id: str, status: str, error: str | None) -> OpenAIE
     openapi_extra=_form_schema(Task.TRANSCRIBE),
 )
 async def create_transcription(
-    request: Request, on: SubmittingDep, waiter: JobWaiterDep
+    request: Request, on: SubmittingDep, waiter: JobWaiterDep, reader: EventReaderDep
 ) -> Response:
     """OpenAI's `audio.transcriptions.create`, run as a job on the queue; answers when it ends."""
-    return await _answer(request, on, waiter, Task.TRANSCRIBE)
+    return await _answer(request, on, waiter, reader, Task.TRANSCRIBE)
 
 
 @router.post(
@@ -126,6 +131,8 @@ async def create_transcription(
     responses=ANSWERS,
     openapi_extra=_form_schema(Task.TRANSLATE),
 )
-async def create_translation(request: Request, on: SubmittingDep, waiter: JobWaiterDep) -> Response:
+async def create_translation(
+    request: Request, on: SubmittingDep, waiter: JobWaiterDep, reader: EventReaderDep
+) -> Response:
     """OpenAI's `audio.translations.create` (needs a multilingual model), run as a job."""
-    return await _answer(request, on, waiter, Task.TRANSLATE)
+    return await _answer(request, on, waiter, reader, Task.TRANSLATE)
