@@ -69,6 +69,29 @@ def precomputed_chunks(chunks: list[dict[str, Any]]) -> Any:
     return PrecomputedChunks()
 
 
+FIRST_CHUNK_S = 10.0
+"""The first chunk's longest span, seconds: the first words reach the client after a short
+decode instead of a whole 30 s chunk's (the first of a 60 s file's two chunks holds half its
+speech)."""
+
+
+def split_first_chunk(
+    chunks: list[dict[str, Any]], first_s: float = FIRST_CHUNK_S
+) -> list[dict[str, Any]]:
+    """The first chunk cut in two at a pause: its speech turns up to `first_s` (at least one
+    turn), then the rest of its turns; the other chunks as they are."""
+    if not chunks or chunks[0]["end"] - chunks[0]["start"] <= first_s:
+        return chunks
+    turns: list[tuple[float, float]] = [tuple(turn) for turn in chunks[0]["segments"]]
+    head = 1
+    while head < len(turns) and turns[head][1] - turns[0][0] <= first_s:
+        head += 1
+    pieces = [turns[:head], turns[head:]]
+    return [
+        {"start": piece[0][0], "end": piece[-1][1], "segments": piece} for piece in pieces if piece
+    ] + chunks[1:]
+
+
 STEPS_AT_LEAST = 4
 """Chunks are decoded in groups small enough for this many steps, so that a short job streams
 its segments too; never more than the batch size per group."""
@@ -185,7 +208,7 @@ class WhisperXEngine:
             onset=pipeline._vad_params["vad_onset"],
             offset=pipeline._vad_params["vad_offset"],
         )
-        return chunks
+        return split_first_chunk(chunks)
 
     def _run_pipeline(
         self,
