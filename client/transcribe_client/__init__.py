@@ -1,0 +1,1 @@
+"""The command-line client of the transcription service."""
