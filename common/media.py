@@ -6,6 +6,7 @@ from __future__ import annotations
 # so a file that claims to be audio can never make ffmpeg open other files or URLs.
 ALLOWED_DEMUXERS: tuple[str, ...] = (
     "mp3", "wav", "flac", "ogg", "matroska", "webm", "mov", "mp4", "m4a", "aac", "w64",
+    "aiff", "caf", "asf", "amr", "avi",
 )  # fmt: skip
 
 FFMPEG_SAFETY_ARGS: tuple[str, ...] = (

@@ -1,9 +1,11 @@
-"""Hostile and awkward media made on the fly with ffmpeg: decode bombs, lying headers, clips."""
+"""Media made on the fly with ffmpeg: the containers users have, decode bombs, lying headers."""
 
 from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+
+import av
 
 FLAC_STREAMINFO_OFFSET = 8
 """`fLaC` and the first metadata block header come before STREAMINFO's fields."""
@@ -51,3 +53,54 @@ def video_without_audio(path: Path) -> Path:
         "-c:v", "mpeg4", "-an", str(path),
     )  # fmt: skip
     return path
+
+
+VIDEO_TRACK = ("-f", "lavfi", "-i", "color=c=black:size=64x48:rate=5")
+"""A tiny black video input, for containers that usually carry video beside the audio."""
+
+CONTAINER_ARGS: dict[str, tuple[str, ...]] = {
+    "aif": ("-f", "aiff"),
+    "aiff": ("-f", "aiff"),
+    "aifc": ("-f", "aiff", "-c:a", "pcm_s16be"),
+    "caf": ("-c:a", "pcm_s16le"),
+    "wma": ("-c:a", "wmav2"),
+    "3gp": ("-c:a", "aac", "-ac", "1", "-ar", "16000"),
+    "3g2": ("-f", "3g2", "-c:a", "aac", "-ac", "1", "-ar", "16000"),
+    "mov": ("-c:v", "mpeg4", "-c:a", "aac"),
+    "m4v": ("-f", "mp4", "-c:v", "mpeg4", "-c:a", "aac"),
+    "mkv": ("-c:v", "mpeg4", "-c:a", "flac"),
+    "avi": ("-c:v", "mpeg4", "-c:a", "pcm_s16le"),
+    "wmv": ("-c:v", "wmv2", "-c:a", "wmav2"),
+}
+"""How ffmpeg writes the containers whose extension alone does not say it (the others take
+ffmpeg's defaults for their extension); the video containers get a video track too, as a
+phone's or a camera's recordings have."""
+
+
+def in_container(source: Path, target: Path, seconds: float) -> Path:
+    """The first `seconds` of `source` in the container `target`'s extension names.
+
+    AMR comes from ffmpeg's libraries through PyAV, whose build has the AMR-NB encoder that
+    Debian's ffmpeg program lacks; every other container from the ffmpeg program.
+    """
+    extension = target.suffix.lstrip(".").lower()
+    if extension == "amr":
+        return _amr_nb(source, target, seconds)
+    args = CONTAINER_ARGS.get(extension, ())
+    video = VIDEO_TRACK if "-c:v" in args else ()
+    ffmpeg(*video, "-t", str(seconds), "-i", str(source), "-t", str(seconds), *args, str(target))
+    return target
+
+
+def _amr_nb(source: Path, target: Path, seconds: float) -> Path:
+    with av.open(str(source)) as decoding, av.open(str(target), "w", format="amr") as encoding:
+        stream = encoding.add_stream("libopencore_amrnb", rate=8000, layout="mono")
+        stream.bit_rate = 12_200
+        resampler = av.AudioResampler(format="s16", layout="mono", rate=8000)
+        for frame in decoding.decode(audio=0):
+            if frame.time is not None and frame.time >= seconds:
+                break
+            for resampled in resampler.resample(frame):
+                encoding.mux(stream.encode(resampled))
+        encoding.mux(stream.encode(None))
+    return target

@@ -16,8 +16,13 @@ from api.errors import ServiceError
 from api.intake.staging import StagedFile, sync_and_close, write_all
 
 ALLOWED_EXTENSIONS: frozenset[str] = frozenset(
-    {"mp3", "wav", "m4a", "flac", "ogg", "oga", "opus", "webm", "mp4", "aac", "mka"}
-)
+    {
+        "mp3", "wav", "m4a", "flac", "ogg", "oga", "opus", "webm", "mp4", "aac", "mka",
+        "aif", "aiff", "aifc", "caf", "wma", "amr", "3gp", "3g2",
+        # Video containers: their first audio stream is transcribed.
+        "mov", "m4v", "mkv", "avi", "wmv",
+    }
+)  # fmt: skip
 """File extensions accepted at upload; the content is checked separately (api.intake.probe)."""
 
 FILE_FIELD = "file"
