@@ -218,16 +218,27 @@ async def jobs_command(args: argparse.Namespace, service: Service) -> int:
     if args.json:
         sys.stdout.write(json.dumps(jobs, indent=2) + "\n")
         return EXIT_OK
-    table = Table("job", "status", "engine", "model", "created", box=None, pad_edge=False)
-    for job in jobs:
-        table.add_row(
+    rows = [
+        (
             str(job["job_id"]),
             describe(JobState.of(job)),
             str(job.get("engine") or ""),
             str(job.get("model") or ""),
             str(job.get("created_at") or "")[:19].replace("T", " "),
         )
-    Console(soft_wrap=True).print(table)
+        for job in jobs
+    ]
+    console = Console()
+    if not console.is_terminal:  # for scripts: tab-separated, no header
+        sys.stdout.write("".join("\t".join(row) + "\n" for row in rows))
+        return EXIT_OK
+    table = Table(box=None, pad_edge=False)
+    table.add_column("job", no_wrap=True)
+    for name in ("status", "engine", "model", "created"):
+        table.add_column(name)
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
     return EXIT_OK
 
 
