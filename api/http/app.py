@@ -32,6 +32,7 @@ from api.http.routes import (
     status,
     transcribe,
     transcribe_url,
+    web,
 )
 from api.http.schemas import KEY_ERRORS, MODEL_NAME_SCHEMA, OFFERED_MODEL_MARK
 from api.intake import pyav_helper
@@ -142,7 +143,7 @@ def create_app(settings: Settings) -> FastAPI:
     """Build the API for `settings`: routers, error mapping and the OpenAPI document.
 
     /docs and /redoc load their scripts and styles from the service itself (STATIC_DOCS_URL),
-    so they work where no CDN can be reached.
+    so they work where no CDN can be reached; so does the web page at / (assets under /web).
     """
     app = FastAPIOffline(
         title="Transcription service",
@@ -162,6 +163,8 @@ def create_app(settings: Settings) -> FastAPI:
             responses=openai_errors.OPENAI_KEY_ERRORS,
         )
     app.include_router(health.router)
+    app.include_router(web.router)
+    app.mount(web.ASSETS_URL, web.assets(), name="web")
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RedisError, _redis_unavailable)
     app.add_exception_handler(RequestValidationError, _invalid_request)
