@@ -7,6 +7,7 @@ const MAX_FOLLOWED = 4; // jobs followed at once: a browser opens only six conne
 const HISTORY_PAGE = 20;
 const TERMINAL = new Set(["finished", "failed", "canceled", "stopped"]);
 const LIVE = new Set(["queued", "started", "deferred", "scheduled"]);
+const WAITING = new Set(["queued", "deferred", "scheduled"]);
 const SPEAKER_COLOURS = 8;
 
 const page = {
@@ -416,18 +417,23 @@ async function followEvents(job) {
   }
 }
 
+// While a job waits, long-poll: the answers carry its moving queue position. Once it runs,
+// its events stream (where the server has one) brings each stage, percent and segment.
 async function follow(job) {
   await followed.take();
+  let streamed = false;
   try {
-    if (page.hasEvents) {
-      try {
-        await followEvents(job);
-      } catch (error) {
-        if (error.status === 401 || error.status === 404) throw error;
-        // the stream broke off: go on by long-poll
-      }
-    }
     while (!TERMINAL.has(job.status)) {
+      if (page.hasEvents && !streamed && !WAITING.has(job.status)) {
+        streamed = true;
+        try {
+          await followEvents(job);
+        } catch (error) {
+          if (error.status === 401 || error.status === 404) throw error;
+          // the stream broke off: go on by long-poll
+        }
+        if (TERMINAL.has(job.status)) break;
+      }
       const body = await getJson(`${jobPath("/status", job.id)}?wait=${POLL_WAIT_S}`);
       applyStatus(job, body);
     }

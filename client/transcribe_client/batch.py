@@ -35,6 +35,8 @@ KEY_PREFIX = "transcribe-client-v1-"
 HASH_CHUNK_BYTES = 1 << 20
 RETRIED_END_STATUSES = frozenset({"failed", "canceled", "stopped"})
 """A job found again in one of these states is erased and the file submitted afresh."""
+WAITING_STATUSES = frozenset({"queued", "deferred", "scheduled"})
+"""A job in one of these has not started: its queue position is what moves."""
 FATAL_STATUSES = frozenset({401, 403})
 """Answers about the API key, which every other file would get too."""
 
@@ -214,20 +216,23 @@ class Batch:
         )
 
     async def _follow(self, item: Item, accepted: Accepted) -> JobState:
-        """Report the job's changes until it ends: from its events stream where the server has
-        one, else (or once the stream breaks off) by long-poll."""
+        """Report the job's changes until it ends. While it waits, by long-poll, whose answers
+        carry its moving queue position; once it runs, from its events stream where the server
+        has one (its stage and percent as they change), else (or once the stream breaks off)
+        by long-poll still."""
         state = JobState(job_id=accepted.job_id, status=accepted.status)
         self.reporter.job(item, state, accepted.replayed)
-        if state.ended:
-            return state
-        try:
-            async for state in self.service.events(accepted.job_id):
-                self.reporter.job(item, state, accepted.replayed)
-                if state.ended:
-                    return state
-        except (EventsUnavailable, Unreachable):
-            pass
+        streamed = False
         while not state.ended:
+            if state.status not in WAITING_STATUSES and not streamed:
+                streamed = True
+                try:
+                    async for state in self.service.events(accepted.job_id):
+                        self.reporter.job(item, state, accepted.replayed)
+                except (EventsUnavailable, Unreachable):
+                    pass
+                if state.ended:
+                    break
             state = await self.service.status(accepted.job_id, POLL_WAIT_S)
             self.reporter.job(item, state, accepted.replayed)
         return state

@@ -3,6 +3,7 @@ batches resumed, lines off a terminal and bars on one, errors and exit statuses.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import selectors
@@ -10,16 +11,22 @@ import shutil
 import signal
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 
+import httpx
 import pexpect  # type: ignore[import-untyped]  # its stubs (types-pexpect) are not installed
 import pytest
 import srt
+from transcribe_client.batch import Batch, Outcome, Request
+from transcribe_client.inputs import find_sources, plan
+from transcribe_client.service import Service as Service_
 
 from tests.audio import JFK, JFK_PHRASE, SHARED_DATA, normalize
 from tests.hostile import clip
 from tests.services import VENV_BIN, Service
+from tests.unit.client.fakes import RecordingReporter
 
 pytestmark = pytest.mark.integration
 
@@ -226,3 +233,44 @@ def test_a_wrong_key_gets_the_servers_message(keyed_service: Service, tmp_path: 
         keyed_service, "jobs", env=environment(keyed_service, keyed_service.admin_key)
     )
     assert listed.returncode == 0, listed.stderr
+
+
+class RecordingTransport(httpx.AsyncHTTPTransport):
+    """The real transport, keeping the path of every request sent."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.paths: list[str] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.paths.append(request.url.path)
+        return await super().handle_async_request(request)
+
+
+def test_a_running_job_is_followed_through_the_real_events_stream(
+    service: Service, tmp_path: Path
+) -> None:
+    audio = tmp_path / "events.wav"
+    shutil.copy(MEETING, audio)  # 30 s: long enough to be still running after a first long-poll
+    items = plan(find_sources([str(audio)]), ("txt",), None)
+    transport = RecordingTransport()
+    reporter = RecordingReporter()
+
+    async def go() -> Counter[Outcome]:
+        async with Service_(service.url, transport=transport) as client:
+            request = Request("whisperx", options=(("beam_size", "2"),))
+            outcomes = await Batch(client, request, reporter).run(items)
+            assert client.has_events is True
+            return outcomes
+
+    assert asyncio.run(go()) == Counter({Outcome.DONE: 1})
+    streams = [path for path in transport.paths if path.endswith("/events")]
+    assert len(streams) == 1, transport.paths
+    job_id = streams[0].split("/")[2]
+    # Long-polled only while queued: the stream brought the rest, the end included.
+    assert transport.paths.index(streams[0]) == len(transport.paths) - 2, transport.paths
+    assert transport.paths[-1] == f"/result/{job_id}"
+    stages = [state for state in reporter.of("job") if state.startswith("started ")]
+    assert any(state.startswith("started transcribing") for state in stages), reporter.seen
+    assert "finished" in reporter.of("job")
+    assert "ready to begin" in normalize((tmp_path / "events.txt").read_text())

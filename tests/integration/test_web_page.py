@@ -191,6 +191,11 @@ def test_recordings_are_transcribed_followed_and_played_along(
 
     # The caller's jobs, filtered by status.
     job_id = card(browser, JFK.name).get_attribute("data-job-id")
+    # Once running, the job was followed through its events stream (read with fetch()).
+    fetched = browser.execute_script(
+        "return performance.getEntriesByType('resource').map(entry => entry.name)"
+    )
+    assert f"{service.url}/jobs/{job_id}/events" in fetched, fetched
     Select(browser.find_element(By.ID, "status-filter")).select_by_value("finished")
     until(browser, lambda d: history_has(d, job_id), 20, "the job in the finished list")
     Select(browser.find_element(By.ID, "status-filter")).select_by_value("canceled")

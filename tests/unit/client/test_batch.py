@@ -53,7 +53,7 @@ def test_the_key_depends_on_the_content_and_fields_only() -> None:
     assert key != idempotency_key("ab" * 32, {"engine": "timestamped", "language": "en"})
 
 
-def test_a_batch_follows_the_events_and_writes_every_format(tmp_path: Path) -> None:
+def test_a_running_job_is_followed_by_its_events_and_every_format_written(tmp_path: Path) -> None:
     server = FakeServer(with_events=True)
     items = recordings(tmp_path / "in", 3)
     outcomes, reporter = run(server, items)
@@ -61,7 +61,8 @@ def test_a_batch_follows_the_events_and_writes_every_format(tmp_path: Path) -> N
     for item in items:
         for fmt, path in item.outputs:
             assert path.read_text().startswith(f"{fmt} of ")
-    assert server.calls("GET", "/status/") == []
+    # Long-polled while queued (the position moves), then streamed once running.
+    assert len(server.calls("GET", "/status/")) == 3 * 2
     assert len(server.calls("GET", "/jobs/")) == 3
     assert "started transcribing 40.0" in reporter.of("job")
     assert reporter.of("uploading")[-1] == "2004/2004"
