@@ -11,7 +11,7 @@ STAMP := $(VENV)/.synced-stamp
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-system-deps: ## Install ffmpeg and redis-server from Debian's packages when missing
+system-deps: ## Install ffmpeg, redis-server and, for the tests, iproute2 and chromium (with its driver) from Debian when missing
 	@scripts/install-system-deps.sh
 
 # Bytecode is compiled once here: where PYTHONDONTWRITEBYTECODE is set, every worker would
