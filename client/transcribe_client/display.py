@@ -30,7 +30,7 @@ def describe(state: JobState, percent: bool = True) -> str:
     if state.status == "queued":
         return f"queued, position {state.queue_position}" if state.queue_position else "queued"
     if state.status == "started":
-        stage = state.stage or "started"
+        stage = (state.stage or "started").replace("_", " ")
         return stage if state.percent is None or not percent else f"{stage} {state.percent:.0f}%"
     return state.status
 
@@ -75,6 +75,8 @@ class LineReporter:
 
     def job(self, item: Item, state: JobState, reused: bool) -> None:
         text = describe(state, percent=False)
+        if state.status == "started":
+            text = f"running: {text}"
         if id(item) not in self._announced:
             self._announced.add(id(item))
             text = f"job {state.job_id} {'submitted earlier' if reused else 'submitted'}, {text}"

@@ -26,6 +26,7 @@ def test_one_line_per_change_not_per_percent() -> None:
         JobState(job, "queued", queue_position=2),
         JobState(job, "queued", queue_position=2),
         JobState(job, "queued", queue_position=1),
+        JobState(job, "started", "loading_model", None),
         JobState(job, "started", "transcribing", 10.0),
         JobState(job, "started", "transcribing", 60.0),
         JobState(job, "finished", "done", 100.0),
@@ -37,7 +38,8 @@ def test_one_line_per_change_not_per_percent() -> None:
         "talk.flac: job 6f1c submitted, queued",
         "talk.flac: queued, position 2",
         "talk.flac: queued, position 1",
-        "talk.flac: transcribing",
+        "talk.flac: running: loading model",
+        "talk.flac: running: transcribing",
         "talk.flac: finished",
         "talk.flac: done: talk.srt",
     ]
