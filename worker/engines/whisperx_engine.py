@@ -70,26 +70,22 @@ def precomputed_chunks(chunks: list[dict[str, Any]]) -> Any:
 
 
 FIRST_CHUNK_S = 10.0
-"""The first chunk's longest span, seconds: the first words reach the client after a short
-decode instead of a whole 30 s chunk's (the first of a 60 s file's two chunks holds half its
-speech)."""
+"""The first chunk's longest span, seconds: a longer first chunk is cut in two, so the first
+words reach the client after a short decode instead of a whole 30 s chunk's (the first of a
+60 s file's two chunks holds half its speech)."""
 
 
-def split_first_chunk(
-    chunks: list[dict[str, Any]], first_s: float = FIRST_CHUNK_S
-) -> list[dict[str, Any]]:
-    """The first chunk cut in two at a pause: its speech turns up to `first_s` (at least one
-    turn), then the rest of its turns; the other chunks as they are."""
-    if not chunks or chunks[0]["end"] - chunks[0]["start"] <= first_s:
+def split_first_chunk(chunks: list[dict[str, Any]], cut: float) -> list[dict[str, Any]]:
+    """The first chunk in two at `cut` (where the VAD, merging up to FIRST_CHUNK_S, ends its
+    first chunk: the quietest point it found), when `cut` falls inside it; else as they are."""
+    if not chunks or not chunks[0]["start"] < cut < chunks[0]["end"]:
         return chunks
-    turns: list[tuple[float, float]] = [tuple(turn) for turn in chunks[0]["segments"]]
-    head = 1
-    while head < len(turns) and turns[head][1] - turns[0][0] <= first_s:
-        head += 1
-    pieces = [turns[:head], turns[head:]]
+    start, end = chunks[0]["start"], chunks[0]["end"]
     return [
-        {"start": piece[0][0], "end": piece[-1][1], "segments": piece} for piece in pieces if piece
-    ] + chunks[1:]
+        {"start": start, "end": cut, "segments": [(start, cut)]},
+        {"start": cut, "end": end, "segments": [(cut, end)]},
+        *chunks[1:],
+    ]
 
 
 STEPS_AT_LEAST = 4
@@ -208,7 +204,17 @@ class WhisperXEngine:
             onset=pipeline._vad_params["vad_onset"],
             offset=pipeline._vad_params["vad_offset"],
         )
-        return split_first_chunk(chunks)
+        if not chunks or chunks[0]["end"] - chunks[0]["start"] <= FIRST_CHUNK_S:
+            return chunks
+        # The VAD's scores merged again, up to FIRST_CHUNK_S: where that ends its first chunk
+        # is where a long first chunk is cut.
+        short: list[dict[str, Any]] = kind.merge_chunks(
+            speech,
+            FIRST_CHUNK_S,
+            onset=pipeline._vad_params["vad_onset"],
+            offset=pipeline._vad_params["vad_offset"],
+        )
+        return split_first_chunk(chunks, short[0]["end"]) if short else chunks
 
     def _run_pipeline(
         self,

@@ -59,19 +59,16 @@ def test_vad_off_decodes_consecutive_windows() -> None:
     assert windows[0]["segments"] == [(0.0, 30.0)]
 
 
-def test_the_first_chunk_is_cut_at_a_pause_so_the_first_words_come_early() -> None:
-    turns = [(0.0, 4.0), (4.5, 9.0), (9.5, 14.0), (15.0, 29.0)]
+def test_a_long_first_chunk_is_cut_in_two_so_the_first_words_come_early() -> None:
     chunks = [
-        {"start": 0.0, "end": 29.0, "segments": turns},
+        {"start": 0.0, "end": 29.0, "segments": [(0.0, 29.0)]},
         {"start": 31.0, "end": 59.0, "segments": [(31.0, 59.0)]},
     ]
-    split = split_first_chunk(chunks, first_s=10.0)
+    split = split_first_chunk(chunks, cut=9.4)
     assert [(chunk["start"], chunk["end"]) for chunk in split] == [
-        (0.0, 9.0),
-        (9.5, 29.0),
+        (0.0, 9.4),
+        (9.4, 29.0),
         (31.0, 59.0),
     ]
-    assert [turn for chunk in split[:2] for turn in chunk["segments"]] == turns
-    one_long_turn = [{"start": 0.0, "end": 29.0, "segments": [(0.0, 29.0)]}]
-    assert split_first_chunk(one_long_turn, first_s=10.0) == one_long_turn
-    assert split_first_chunk([], first_s=10.0) == []
+    assert split_first_chunk(chunks, cut=29.0) == chunks  # the short merge ended no earlier
+    assert split_first_chunk([], cut=3.0) == []
