@@ -11,7 +11,7 @@ from common.transcript import Segment
 from tests.audio import SHARED_DATA
 from worker.audio import decode_audio
 from worker.engines.base import LoadContext, ModelSpec
-from worker.engines.whisperx_engine import WhisperXEngine, fixed_windows, precomputed_chunks
+from worker.engines.whisperx_engine import WhisperXEngine, precomputed_chunks
 from worker.models import BUNDLED_MODEL
 
 pytestmark = pytest.mark.integration
@@ -46,16 +46,21 @@ def test_stepped_decoding_streams_each_chunk_and_equals_one_pipeline_call(
         on_segment,
     )
     assert live == transcript.segments
-    assert [segment.id for segment in live] == [0, 1]  # two 30 s chunks, one step each
+    # VAD off: two 30 s windows. VAD on: its two 29 s chunks, the first cut where a 10 s merge
+    # of the VAD's scores ends (over 30 s of audio in few chunks); one step per chunk either way.
+    chunks = engine._speech_chunks(audio, vad)
+    assert len(chunks) == (3 if vad else 2)
+    assert chunks[0]["end"] - chunks[0]["start"] <= (10.0 if vad else 30.0)
+    assert [segment.id for segment in live] == list(range(len(chunks)))
     assert (
-        log.index(("segment", 0)) < log.index(("transcribing", 100.0)) < log.index(("segment", 1))
+        log.index(("segment", 0))
+        < log.index(("transcribing", 100.0))
+        < log.index(("segment", len(chunks) - 1))
     )
-    assert ("transcribing", 50.0) in log
 
     pipeline: Any = engine._pipeline
     saved = pipeline.vad_model
-    if not vad:
-        pipeline.vad_model = precomputed_chunks(fixed_windows(len(audio) / 16_000))
+    pipeline.vad_model = precomputed_chunks(chunks)
     try:
         one_call = pipeline.transcribe(audio, batch_size=8, language="en")
     finally:

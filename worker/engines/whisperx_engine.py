@@ -75,6 +75,11 @@ words reach the client after a short decode instead of a whole 30 s chunk's (the
 60 s file's two chunks holds half its speech)."""
 
 
+STREAMED_FROM_S = 30.0
+"""Audio this long or longer, in fewer chunks than STEPS_AT_LEAST, has its first chunk cut
+(FIRST_CHUNK_S); shorter audio is decoded exactly as whisperx's one call would."""
+
+
 def split_first_chunk(chunks: list[dict[str, Any]], cut: float) -> list[dict[str, Any]]:
     """The first chunk in two at `cut` (where the VAD, merging up to FIRST_CHUNK_S, ends its
     first chunk: the quietest point it found), when `cut` falls inside it; else as they are."""
@@ -204,7 +209,10 @@ class WhisperXEngine:
             onset=pipeline._vad_params["vad_onset"],
             offset=pipeline._vad_params["vad_offset"],
         )
-        if not chunks or chunks[0]["end"] - chunks[0]["start"] <= FIRST_CHUNK_S:
+        short_job = len(audio) / base.SAMPLE_RATE < STREAMED_FROM_S
+        if short_job or len(chunks) >= STEPS_AT_LEAST or not chunks:
+            return chunks  # short: no one waits; many chunks: the first is a small share
+        if chunks[0]["end"] - chunks[0]["start"] <= FIRST_CHUNK_S:
             return chunks
         # The VAD's scores merged again, up to FIRST_CHUNK_S: where that ends its first chunk
         # is where a long first chunk is cut.
