@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from redis import Redis
+from redis.exceptions import RedisError
+from redis.sentinel import Sentinel
 
 from tests.audio import REPO_ROOT
 
@@ -204,10 +207,12 @@ def running_service(
     worker_env: dict[str, str] | None = None,
     keyed: bool = False,
     env: dict[str, str] | None = None,
+    redis: bool = True,
 ) -> Iterator[Service]:
     """A whole deployment on loopback, torn down (every process group) on exit; with `keyed`,
     API keys are required and `service.admin_key` is its ADMIN_API_KEY. `env` is added to
-    every process's settings (the API's and the workers')."""
+    every process's settings (the API's and the workers'); without `redis` it names a Redis
+    of the caller's (REDIS_SENTINELS, say) and none is started."""
     port = free_port()
     env = service_env(root, port) | (env or {})
     admin_key = None
@@ -216,7 +221,8 @@ def running_service(
         env |= {"REQUIRE_API_KEY": "true", "ADMIN_API_KEY": admin_key}
     service = Service(root=root, env=env, redis_port=port, admin_key=admin_key)
     try:
-        service.start_redis()
+        if redis:
+            service.start_redis()
         for _ in range(workers):
             service.start_worker(worker_env)
         service.start_api(web_workers)
@@ -394,3 +400,181 @@ def distinct_free_ports(count: int) -> list[int]:
     while len(ports) < count:
         ports.add(free_port())
     return sorted(ports)
+
+
+# --- Redis with Sentinel: a master, two replicas, three Sentinels ----------------------------
+
+SENTINEL_MASTER = "transcribe"
+DOWN_AFTER_MS = 1000
+FAILOVER_TIMEOUT_MS = 2000
+"""Short, so that a failover takes a couple of seconds in tests (production: see the compose
+override's values)."""
+
+
+def redis_node_command(port: int, data: Path, replica_of: int | None = None) -> list[str]:
+    """redis-server as the service runs it (AOF every second, noeviction), as a replica of
+    `replica_of` when given; diskless replication without delay, so a replica syncs at once."""
+    command = [
+        "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data),
+        "--appendonly", "yes", "--appendfsync", "everysec", "--maxmemory-policy", "noeviction",
+        "--save", "", "--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0",
+    ]  # fmt: skip
+    if replica_of is not None:
+        command += ["--replicaof", "127.0.0.1", str(replica_of)]
+    return command
+
+
+def sentinel_config(port: int, master_port: int, folder: Path) -> Path:
+    """A Sentinel's configuration file (Sentinel rewrites it as it learns the topology)."""
+    path = folder / f"sentinel-{port}.conf"
+    path.write_text(
+        f"port {port}\nbind 127.0.0.1\ndir {folder}\n"
+        f"sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {master_port} 2\n"
+        f"sentinel down-after-milliseconds {SENTINEL_MASTER} {DOWN_AFTER_MS}\n"
+        f"sentinel failover-timeout {SENTINEL_MASTER} {FAILOVER_TIMEOUT_MS}\n"
+        f"sentinel parallel-syncs {SENTINEL_MASTER} 2\n"
+    )
+    return path
+
+
+@dataclass
+class RedisHA:
+    """Three redis-server nodes (one master, two replicas) and three Sentinels on loopback, all
+    processes in their own groups, named `redis-<port>` and `sentinel-<port>`."""
+
+    root: Path
+    node_ports: list[int] = field(default_factory=lambda: distinct_free_ports(3))
+    sentinel_ports: list[int] = field(default_factory=lambda: distinct_free_ports(3))
+    nodes: dict[int, Proc] = field(default_factory=dict)
+    sentinels: list[Proc] = field(default_factory=list)
+
+    def env(self, min_replicas: int = 1) -> dict[str, str]:
+        """The service's settings: find the master through the Sentinels, and wait for
+        `min_replicas` replicas before a job is accepted."""
+        return {
+            "REDIS_SENTINELS": ",".join(f"127.0.0.1:{port}" for port in self.sentinel_ports),
+            "REDIS_SENTINEL_MASTER": SENTINEL_MASTER,
+            "REDIS_MIN_REPLICAS": str(min_replicas),
+        }
+
+    def _spawn(self, name: str, argv: list[str]) -> Proc:
+        log_path = self.root / f"{name}.log"
+        with log_path.open("ab") as handle:
+            popen = subprocess.Popen(
+                argv,
+                cwd=self.root,
+                stdin=subprocess.DEVNULL,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return Proc(name, popen, log_path)
+
+    def start_node(self, port: int, replica_of: int | None) -> Proc:
+        data = self.root / f"redis-{port}"
+        data.mkdir(parents=True, exist_ok=True)
+        proc = self._spawn(f"redis-{port}", redis_node_command(port, data, replica_of))
+        self.nodes[port] = proc
+        wait_until(lambda: _redis_ping(port), 20, f"redis-server on {port} to answer")
+        return proc
+
+    def start(self) -> None:
+        master, *replicas = self.node_ports
+        self.start_node(master, None)
+        for port in replicas:
+            self.start_node(port, master)
+        for port in self.sentinel_ports:
+            config = sentinel_config(port, master, self.root)
+            self.sentinels.append(
+                self._spawn(f"sentinel-{port}", ["redis-server", str(config), "--sentinel"])
+            )
+        self.wait_ready(60)
+
+    def sentinel(self, port: int) -> Redis:
+        return Redis(host="127.0.0.1", port=port, socket_timeout=2, decode_responses=True)
+
+    def master_port(self) -> int:
+        """The master as the first Sentinel that answers names it."""
+        for port in self.sentinel_ports:
+            with contextlib.suppress(RedisError), self.sentinel(port) as sentinel:
+                address = sentinel.sentinel_get_master_addr_by_name(SENTINEL_MASTER)
+                if address:
+                    return int(address[1])
+        raise RuntimeError("no Sentinel names a master")
+
+    def client(self) -> Redis:
+        """A client of whichever node is master now, following failovers."""
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            [("127.0.0.1", port) for port in self.sentinel_ports], socket_timeout=2
+        )
+        master: Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+            SENTINEL_MASTER, socket_timeout=5, decode_responses=True
+        )
+        return master
+
+    def ready(self) -> bool:
+        """Every live replica is in sync with the master, and every Sentinel knows the master,
+        each live replica as healthy, and the other Sentinels: a failover can happen now."""
+        master = self.master_port()
+        replicas = [port for port, proc in self.nodes.items() if port != master and proc.alive()]
+        for port in replicas:
+            with Redis(host="127.0.0.1", port=port, socket_timeout=2) as node:
+                info = node.info("replication")
+                if info.get("master_link_status") != "up" or info.get("master_port") != master:
+                    return False
+        for port in self.sentinel_ports:
+            with self.sentinel(port) as sentinel:
+                state = sentinel.sentinel_master(SENTINEL_MASTER)
+                known = sentinel.sentinel_slaves(SENTINEL_MASTER)
+                healthy = {
+                    int(replica["port"])
+                    for replica in known
+                    if not replica["is_sdown"] and not replica["is_odown"]
+                }
+                if int(state["port"]) != master or not state["is_master"] or state["is_sdown"]:
+                    return False
+                if set(replicas) - healthy or int(state["num-other-sentinels"]) < 2:
+                    return False
+        return True
+
+    def wait_ready(self, timeout_s: float) -> None:
+        wait_until(lambda: _quietly(self.ready), timeout_s, "the Sentinels to know every node", 0.2)
+
+    def kill_master(self) -> int:
+        """SIGKILL the master's process group; returns its port."""
+        port = self.master_port()
+        proc = self.nodes[port]
+        proc.signal_group(signal.SIGKILL)
+        proc.popen.wait(10)
+        return port
+
+    def restart_as_replica(self, port: int) -> Proc:
+        """Start a killed node again on its data, as a replica of the master now (what a
+        supervisor does; the Sentinels would also demote it)."""
+        return self.start_node(port, self.master_port())
+
+    def stop(self) -> None:
+        for proc in [*self.sentinels, *self.nodes.values()]:
+            proc.signal_group(signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.popen.wait(10)
+
+
+def _quietly(check: Callable[[], bool]) -> bool:
+    try:
+        return check()
+    except (RedisError, RuntimeError, KeyError):
+        return False
+
+
+@contextlib.contextmanager
+def running_redis_ha(root: Path) -> Iterator[RedisHA]:
+    """A master, two replicas and three Sentinels on loopback, ready for a failover; every
+    process is killed on exit."""
+    root.mkdir(parents=True, exist_ok=True)
+    ha = RedisHA(root)
+    try:
+        ha.start()
+        yield ha
+    finally:
+        ha.stop()
