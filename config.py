@@ -375,9 +375,12 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _s3_bucket_named(self) -> Settings:
+    def _consistent(self) -> Settings:
         if self.storage_backend == "s3" and not self.s3_bucket:
             raise ValueError("STORAGE_BACKEND=s3 needs S3_BUCKET")
+        if self.redis_min_replicas and self.redis_min_replicas_timeout_s >= self.redis_timeout_s:
+            # WAIT blocks the connection that long: the socket must outlast it.
+            raise ValueError("REDIS_MIN_REPLICAS_TIMEOUT_S must be below REDIS_TIMEOUT_S")
         return self
 
 
