@@ -42,8 +42,9 @@ test: setup lint typecheck ## Lint, type-check and run every test
 bench: setup ## Measure the service against direct engine calls; writes BENCHMARKS.md
 	$(VENV)/bin/python -m bench
 
-chaos: setup ## 300 jobs while workers, Redis and the API are killed; prints one summary line
+chaos: setup ## 300 jobs while workers, Redis and the API are killed, then again with a Redis failover (Sentinel); a summary line each
 	$(VENV)/bin/python -m tests.chaos
+	$(VENV)/bin/python -m tests.chaos --redis sentinel
 
 clean: ## Remove the environment and local state
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

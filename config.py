@@ -13,6 +13,7 @@ from pydantic import (
     PositiveFloat,
     SecretStr,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -58,6 +59,38 @@ class Settings(BaseSettings):
     )
     queue_name: str = Field(default="transcribe", description="RQ queue the API feeds.")
 
+    # --- Redis Sentinel (high availability) --------------------------------------------------
+    redis_sentinels: CommaList = Field(
+        default_factory=list,
+        description=(
+            "Comma-separated Sentinel `host:port` addresses; when set they name the master (and "
+            "follow its failovers), winning over REDIS_URL and REDIS_HOST/PORT."
+        ),
+    )
+    redis_sentinel_master: str = Field(
+        default="mymaster", description="Name the Sentinels monitor the master under."
+    )
+    redis_sentinel_password: SecretStr | None = Field(
+        default=None,
+        description="Password of the Sentinels themselves; the master's is REDIS_PASSWORD.",
+    )
+    redis_min_replicas: int = Field(
+        default=0,
+        ge=0,
+        description=(
+            "Replicas that must hold a new job before its submission answers 200 (Redis WAIT); "
+            "0 waits for none, as for a single Redis. Set 1 with Sentinel and two replicas."
+        ),
+    )
+    redis_min_replicas_timeout_s: float = Field(
+        default=1.0,
+        gt=0,
+        description=(
+            "How long a submission waits for REDIS_MIN_REPLICAS to acknowledge its job before "
+            "withdrawing it with a 503, seconds."
+        ),
+    )
+
     # --- Uploads -----------------------------------------------------------------------------
     upload_dir: Path = Field(
         default=Path("/tmp/uploads"),
@@ -83,6 +116,58 @@ class Settings(BaseSettings):
         description=(
             "An upload no job refers to, or an interrupted one, is removed once untouched this "
             "long, seconds; an ended job's upload goes at once."
+        ),
+    )
+
+    # --- Object storage ----------------------------------------------------------------------
+    storage_backend: Literal["local", "s3"] = Field(
+        default="local",
+        description=(
+            "Where uploads wait for their job: `local` (UPLOAD_DIR, one folder every host "
+            "mounts) or `s3` (S3_BUCKET, an S3-compatible object store)."
+        ),
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        description=(
+            "URL of an S3-compatible store (e.g. `http://seaweedfs:8333`, path-style "
+            "addressing); AWS S3 itself when unset."
+        ),
+    )
+    s3_bucket: str | None = Field(
+        default=None,
+        description="Bucket for in-flight uploads (required with STORAGE_BACKEND=s3).",
+    )
+    s3_prefix: str = Field(
+        default="uploads/",
+        description=(
+            "Key prefix of the uploads in S3_BUCKET; the service deletes and sweeps only there."
+        ),
+    )
+    s3_access_key_id: str | None = Field(
+        default=None,
+        description=(
+            "S3 access key; when unset, boto3's standard chain (AWS_ACCESS_KEY_ID, "
+            "AWS_PROFILE, an instance role, ...)."
+        ),
+    )
+    s3_secret_access_key: SecretStr | None = Field(
+        default=None, description="S3 secret key, with S3_ACCESS_KEY_ID."
+    )
+    s3_input_buckets: CommaList = Field(
+        default_factory=list,
+        description=(
+            "Comma-separated buckets whose objects POST /transcribe/url takes as "
+            "`s3://bucket/key`, read with the server's credentials and never deleted."
+        ),
+    )
+    s3_part_size_mib: int = Field(
+        default=8,
+        ge=5,
+        le=512,
+        description=(
+            "Part size of the multipart upload each upload streams into, MiB; an upload "
+            "holds at most three parts in memory."
         ),
     )
 
@@ -272,6 +357,31 @@ class Settings(BaseSettings):
     @classmethod
     def _absolute(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _host_ports(cls, value: list[str]) -> list[str]:
+        for address in value:
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{address!r} is not host:port")
+        return value
+
+    @field_validator("s3_prefix")
+    @classmethod
+    def _key_prefix(cls, value: str) -> str:
+        if value.startswith("/") or ".." in value.split("/"):
+            raise ValueError("S3_PREFIX must be relative, without `..`")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.storage_backend == "s3" and not self.s3_bucket:
+            raise ValueError("STORAGE_BACKEND=s3 needs S3_BUCKET")
+        if self.redis_min_replicas and self.redis_min_replicas_timeout_s >= self.redis_timeout_s:
+            # WAIT blocks the connection that long: the socket must outlast it.
+            raise ValueError("REDIS_MIN_REPLICAS_TIMEOUT_S must be below REDIS_TIMEOUT_S")
+        return self
 
 
 @lru_cache

@@ -31,7 +31,7 @@ from bench.harness import (
 from bench.overhead import load_direct_engines, service_overhead, warm_models
 from bench.report import Report, table, update_readme, write, write_json
 from bench.scaling import scaling
-from bench.uploads import API_LIMITS, measure_upload
+from bench.uploads import API_LIMITS, measure_s3_upload, measure_upload
 from common.catalog import EngineName
 from config import Settings
 from tests.audio import REPO_ROOT
@@ -193,6 +193,8 @@ def run(options: Options, report: Report, parts: frozenset[str]) -> None:
             measure_upload(service, report, options)
             for name in API_LIMITS:
                 del service.env[name]
+            log.info("part 3: the same upload into object storage (a real S3 server on loopback)")
+            measure_s3_upload(service, report, options)
         restart_api(service, 2)
         if not parts & {"warm", "overhead", "scaling", "api", "events"}:
             return

@@ -1,4 +1,5 @@
-"""Part 3: a 1 GiB upload through the API against `dd` to the same disk, and the API's memory."""
+"""Part 3: a 1 GiB upload through the API against `dd` to the same disk, and the API's memory;
+then the same upload into object storage against boto3 writing it there directly."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import secrets
 import socket
 import struct
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -17,10 +19,10 @@ from redis import Redis
 from rq import Queue
 from rq.serializers import JSONSerializer
 
-from bench.harness import Options, children, median, memory_kib, reset_peak_rss
+from bench.harness import Options, children, median, memory_kib, reset_peak_rss, restart_api
 from bench.report import Report, Row, Target
 from config import Settings
-from tests.services import Service
+from tests.services import S3Server, Service, running_s3
 
 log = logging.getLogger(__name__)
 
@@ -202,4 +204,149 @@ def measure_upload(service: Service, report: Report, options: Options) -> None:
         "dd_s": dd_s,
         "rss_growth_kib": growth_kib,
         "rss_growth_sampled_kib": sampled_kib,
+    }
+
+
+# --- The same upload into object storage (STORAGE_BACKEND=s3) ----------------------------------
+
+S3_BUCKET = "uploads"
+REFERENCE_SCRIPT = """
+import sys, time
+import boto3
+from botocore.config import Config
+endpoint, access_key, secret_key, bucket, path = sys.argv[1:6]
+client = boto3.client(
+    "s3", endpoint_url=endpoint, aws_access_key_id=access_key,
+    aws_secret_access_key=secret_key, region_name="us-east-1",
+    config=Config(s3={"addressing_style": "path"}),
+)
+client.list_buckets()
+sys.stdout.write("ready\\n"); sys.stdout.flush()
+sys.stdin.readline()
+started = time.perf_counter()
+client.upload_file(path, bucket, "boto3-reference")
+sys.stdout.write(f"{time.perf_counter() - started}\\n"); sys.stdout.flush()
+"""
+"""boto3 writing the file to the same bucket with its default transfer settings (8 MiB parts,
+10 threads), in a process of its own so that its memory can be read like the API's."""
+
+
+@dataclass(frozen=True)
+class DirectUpload:
+    seconds: float
+    rss_growth_kib: int
+
+
+def boto3_upload(s3: S3Server, source: Path) -> DirectUpload:
+    """Time boto3's upload_file of `source` into the bucket; its process's peak RSS growth."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", REFERENCE_SCRIPT, s3.endpoint_url, s3.access_key, s3.secret_key,
+         S3_BUCKET, str(source)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    assert process.stdin is not None
+    assert process.stdout is not None
+    try:
+        if process.stdout.readline().strip() != "ready":
+            raise RuntimeError("the boto3 reference did not start")
+        baseline = memory_kib(process.pid, "VmRSS")
+        with RssSampler(process.pid) as sampler:
+            process.stdin.write("\n")
+            process.stdin.flush()
+            seconds = float(process.stdout.readline())
+    finally:
+        process.stdin.close()
+        process.wait(60)
+    s3.client().delete_object(Bucket=S3_BUCKET, Key="boto3-reference")
+    return DirectUpload(seconds, sampler.peak_kib - baseline)
+
+
+def empty_bucket(s3: S3Server) -> None:
+    """Delete every object and unfinished upload the runs left in the bucket."""
+    client = s3.client()
+    for key in s3.keys(S3_BUCKET):
+        client.delete_object(Bucket=S3_BUCKET, Key=key.removeprefix("(unfinished) "))
+    for upload in client.list_multipart_uploads(Bucket=S3_BUCKET).get("Uploads", []):
+        client.abort_multipart_upload(
+            Bucket=S3_BUCKET, Key=upload["Key"], UploadId=upload["UploadId"]
+        )
+
+
+def measure_s3_upload(service: Service, report: Report, options: Options) -> None:
+    """The 1 GiB upload with STORAGE_BACKEND=s3 into a real S3 server on loopback (weed server
+    -s3), against boto3 writing the same file to the same server: throughput, and each
+    process's peak RSS growth. The API runs one web worker, no transcription workers."""
+    assert service.api is not None
+    with running_s3(options.workdir / "s3", (S3_BUCKET,)) as s3:
+        settings = {**API_LIMITS, **s3.env(S3_BUCKET)}
+        restart_api(service, 1, **settings)
+        try:
+            _measure_s3_upload(service, report, options, s3)
+        finally:
+            for name in settings:
+                service.env.pop(name, None)
+
+
+def _measure_s3_upload(service: Service, report: Report, options: Options, s3: S3Server) -> None:
+    assert service.api is not None
+    (web_worker,) = children(service.api.popen.pid)
+    source = write_wav(options.workdir / "upload-1gib.wav", UPLOAD_BYTES)
+    fields = {"engine": options.engines[0], "model": options.model}
+    try:
+        warm = post_file(service.api_port, write_wav(options.workdir / "warm.wav", MIB), fields)
+        if warm.status != 200:
+            raise RuntimeError(f"warm-up upload refused: {warm.status} {warm.body[:300]!r}")
+        forget_jobs(service)
+        empty_bucket(s3)
+        upload_s: list[float] = []
+        growth_kib: list[int] = []
+        direct: list[DirectUpload] = []
+        for _ in range(1 if options.quick else 2):
+            direct.append(boto3_upload(s3, source))
+            baseline = memory_kib(web_worker, "VmRSS")
+            peak_reset = reset_peak_rss(web_worker)
+            with RssSampler(web_worker) as sampler:
+                result = post_file(service.api_port, source, fields)
+            if result.status != 200:
+                raise RuntimeError(f"1 GiB upload refused: {result.status} {result.body[:300]!r}")
+            peak = memory_kib(web_worker, "VmHWM") if peak_reset else sampler.peak_kib
+            growth_kib.append(max(peak, sampler.peak_kib) - baseline)
+            upload_s.append(result.seconds)
+            forget_jobs(service)
+            empty_bucket(s3)
+    finally:
+        source.unlink(missing_ok=True)
+    size_mb = UPLOAD_BYTES / 1e6
+    direct_growth_mib = max(run.rss_growth_kib for run in direct) / 1024
+    report.add(
+        Row(
+            "uploads",
+            "1 GiB upload to S3 (weed server -s3): API process peak RSS growth",
+            "MiB",
+            max(growth_kib) / 1024,
+            reference=direct_growth_mib,
+            reference_label="boto3 upload_file, default transfer settings",
+            target=RSS_TARGET_MIB,
+        )
+    )
+    report.add(
+        Row(
+            "uploads",
+            "1 GiB upload to S3 (weed server -s3): throughput (upload, probe, enqueue)",
+            "MB/s",
+            size_mb / median(upload_s),
+            reference=size_mb / median([run.seconds for run in direct]),
+            reference_label="boto3 upload_file to the same bucket",
+            target=THROUGHPUT_TARGET,
+        )
+    )
+    report.details["uploads_s3"] = {
+        "bytes": UPLOAD_BYTES,
+        "part_size_mib": Settings().s3_part_size_mib,
+        "upload_s": upload_s,
+        "boto3_s": [run.seconds for run in direct],
+        "rss_growth_kib": growth_kib,
+        "boto3_rss_growth_kib": [run.rss_growth_kib for run in direct],
     }

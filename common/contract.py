@@ -86,10 +86,22 @@ class JobRequest(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    audio_path: str = Field(description="The upload, inside UPLOAD_DIR; never the audio itself.")
+    audio_path: str = Field(
+        description=(
+            "The upload: a file inside UPLOAD_DIR, or an object `s3://bucket/key`; never the "
+            "audio itself."
+        )
+    )
     engine: EngineName
     model: str
     options: TranscribeOptions = Field(default_factory=TranscribeOptions)
+    keep_audio: bool | None = Field(
+        default=None,
+        description=(
+            "True for the client's own object (s3:// input): read, never deleted. Left out "
+            "(None) for an upload, which the job's end deletes."
+        ),
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -245,6 +257,8 @@ class Keys:
         """Sorted set of ended job ids whose webhook is due, scored by due time."""
         self.maintenance_lock = f"{prefix}:maintenance-lock"
         """Held by the one worker that runs a maintenance pass."""
+        self.replication_marker = f"{prefix}:replication-marker"
+        """Written just before a WAIT for replicas (see `common.redis_conn.replicas_hold`)."""
         self.api_keys = f"{prefix}:api-keys"
         """Hash of API keys: SHA-256 of the key → its record (name, admin flag)."""
         self.api_key_names = f"{prefix}:api-key-names"

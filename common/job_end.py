@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from pathlib import Path
 
 from redis.exceptions import RedisError
 from rq.job import Job
@@ -13,6 +11,8 @@ from common.contract import TERMINAL, Keys, meta_of, public_status, request_of
 from common.events import publish_end
 from common.fairness import feed
 from common.job_events import announce_job_end
+from common.redis_conn import replicas_hold
+from common.storage import StorageUnavailable, storage_of
 from common.webhooks import schedule_delivery
 from config import Settings
 
@@ -30,7 +30,7 @@ def end_job(job: Job, settings: Settings) -> bool:
     job.get_status(refresh=True)
     if public_status(job) not in TERMINAL:
         return False
-    delete_upload(job, settings.upload_dir)
+    delete_upload(job, settings)
     publish_end(job)  # advisory: it logs its own Redis errors
     keys = Keys(job.origin)
     owner = meta_of(job).owner
@@ -45,14 +45,34 @@ def end_job(job: Job, settings: Settings) -> bool:
     return True
 
 
-def delete_upload(job: Job, upload_dir: Path) -> None:
-    """Remove the job's upload, never a path outside `upload_dir`."""
+def delete_upload(job: Job, settings: Settings, *, once_replicated: bool = True) -> None:
+    """Remove the job's upload: the file in UPLOAD_DIR or the object under S3_PREFIX in
+    S3_BUCKET, never anything elsewhere, nor a client's own object (s3:// input).
+
+    With `once_replicated` it waits for the job's end to reach REDIS_MIN_REPLICAS replicas
+    first, and otherwise leaves the upload to the sweep: a failover that loses the end runs the
+    job again, and it still needs its audio then. Errors of the store are logged; the sweep
+    removes what is left.
+    """
     request = request_of(job)
-    if request is None:
+    if request is None or request.keep_audio:
         return
-    upload = Path(request.audio_path)
-    if upload.parent.resolve() != upload_dir.resolve():
-        log.warning("job %s names an upload outside UPLOAD_DIR; left alone: %s", job.id, upload)
-        return
-    with contextlib.suppress(FileNotFoundError):
-        upload.unlink()
+    if once_replicated:
+        try:
+            held = replicas_hold(job.connection, settings, Keys(job.origin).replication_marker)
+        except RedisError:
+            held = False
+        if not held:
+            log.warning(
+                "job %s ended before its replicas knew; the sweep removes its upload", job.id
+            )
+            return
+    try:
+        if not storage_of(settings).delete(request.audio_path):
+            log.warning(
+                "job %s names an upload outside the service's store; left alone: %s",
+                job.id,
+                request.audio_path,
+            )
+    except (StorageUnavailable, OSError) as error:
+        log.warning("job %s: its upload could not be deleted (the sweep will): %s", job.id, error)

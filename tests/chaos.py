@@ -7,6 +7,11 @@ errors), and meanwhile injects faults on a schedule: SIGKILL a worker's process 
 worker, kill -9 redis-server and restart it on its data, SIGKILL the API. Each fault is followed
 by its repair (a new worker, Redis restarted, the API restarted), as a supervisor would do.
 
+With `--redis sentinel` (also part of `make chaos`) the deployment runs on a master, two
+replicas and three Sentinels (REDIS_MIN_REPLICAS=1), and the Redis fault is a failover: the
+master is SIGKILLed, a replica is promoted, and the old master comes back as a replica (as a
+supervisor restarts it).
+
 With API keys on (the default, as compose runs it; `--keys off` for the open API of `make run`)
 each client thread submits with a key of its own, so jobs wait in per-key lists and are fed to
 the RQ queue in turns while the faults land.
@@ -41,16 +46,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from redis import Redis
 
 from api.keys.store import KeyStore
 from tests import hostile
 from tests.audio import JFK
 from tests.faults.harness import FAST_RECOVERY_ENV, kill_redis, redis_of, restart_redis
-from tests.services import Proc, Service, running_service
+from tests.services import Proc, RedisHA, Service, running_redis_ha, running_service
 
 log = logging.getLogger("chaos")
 
 FAULT_KINDS = ("kill_worker", "redis_kill", "term_worker", "kill_api")
+SENTINEL_FAULT_KINDS = ("kill_worker", "redis_failover", "term_worker", "kill_api")
+"""With Redis behind Sentinel, the Redis fault is the loss of the master."""
 RECOVERY_LIMIT_S = 90.0
 REDIS_DOWNTIMES_S = (2.0, 8.0)
 """How long each Redis outage lasts, in turn: a blip the API's Redis client rides out, and one
@@ -97,8 +105,11 @@ class Campaign:
         rate_per_s: float,
         redis_downtimes_s: tuple[float, ...] = REDIS_DOWNTIMES_S,
         client_keys: tuple[str, ...] = (),
+        ha: RedisHA | None = None,
     ) -> None:
         self.service = service
+        self.ha = ha
+        self.fault_kinds = SENTINEL_FAULT_KINDS if ha is not None else FAULT_KINDS
         self.client_keys = client_keys
         self.redis_downtimes_s = itertools.cycle(redis_downtimes_s)
         self.worker_env = worker_env
@@ -166,7 +177,7 @@ class Campaign:
 
     def inject_faults(self) -> None:
         """Inject one fault per threshold of accepted jobs, each followed by its repair."""
-        kinds = itertools.cycle(FAULT_KINDS)
+        kinds = itertools.cycle(self.fault_kinds)
         for threshold in self.fault_thresholds:
             while len(self.report.accepted) < threshold:
                 time.sleep(0.05)
@@ -209,6 +220,23 @@ class Campaign:
         time.sleep(next(self.redis_downtimes_s))
         restart_redis(self.service)
 
+    def redis_failover(self) -> None:
+        """SIGKILL the master; once a replica is promoted, start the old master again as a
+        replica, and wait until the Sentinels could fail over again."""
+        assert self.ha is not None
+        old_master = self.ha.kill_master()
+        deadline = time.monotonic() + RECOVERY_LIMIT_S
+        while self.ha.master_port() == old_master:
+            if time.monotonic() > deadline:
+                raise TimeoutError("no replica was promoted")
+            time.sleep(0.1)
+        self.ha.restart_as_replica(old_master)
+        self.ha.wait_ready(RECOVERY_LIMIT_S)
+
+    def store(self) -> Redis:
+        """A client of the deployment's Redis (its master now, with Sentinel)."""
+        return self.ha.client() if self.ha is not None else redis_of(self.service)
+
     def kill_api(self) -> None:
         api = self.service.api
         assert api is not None
@@ -218,7 +246,7 @@ class Campaign:
 
     def registrations(self) -> dict[int, dict[str, str]]:
         """Live rq worker registrations by process id."""
-        redis = redis_of(self.service)
+        redis = self.store()
         try:
             found: dict[int, dict[str, str]] = {}
             for name in redis.smembers("rq:workers:transcribe"):
@@ -289,20 +317,32 @@ def run_campaign(
     settle_timeout_s: float = 300.0,
     rate_per_s: float = 2.0,
     keyed: bool = True,
+    sentinel: bool = False,
 ) -> Report:
-    """Run one campaign in `root` and return its report (see the module doc)."""
+    """Run one campaign in `root` and return its report (see the module doc); with
+    `sentinel`, on Redis behind Sentinel, whose fault is a failover."""
     clip = hostile.clip(JFK, root / "ask-not.flac", seconds=2.0, start_s=8.0)
     worker_env = {"CPU_THREADS": "1", "WHISPERX_ALIGN": "false"}
     if fast_recovery:
         worker_env |= FAST_RECOVERY_ENV
-    with running_service(
-        root / "deployment", workers=workers, worker_env=worker_env, keyed=keyed
-    ) as service:
+    with contextlib.ExitStack() as stack:
+        ha = stack.enter_context(running_redis_ha(root / "redis")) if sentinel else None
+        service = stack.enter_context(
+            running_service(
+                root / "deployment",
+                workers=workers,
+                worker_env=worker_env,
+                keyed=keyed,
+                env=ha.env() if ha is not None else None,
+                redis=ha is None,
+            )
+        )
         # Short heartbeats would expire during a long outage: keep those outages short.
         downtimes = REDIS_DOWNTIMES_S[:1] if fast_recovery else REDIS_DOWNTIMES_S
-        client_keys = client_keys_of(service, CLIENT_THREADS) if keyed else ()
+        store = ha.client() if ha is not None else redis_of(service)
+        client_keys = client_keys_of(store, CLIENT_THREADS) if keyed else ()
         campaign = Campaign(
-            service, clip, jobs, faults, worker_env, rate_per_s, downtimes, client_keys
+            service, clip, jobs, faults, worker_env, rate_per_s, downtimes, client_keys, ha
         )
         clients = [
             threading.Thread(
@@ -325,9 +365,8 @@ def run_campaign(
     return report
 
 
-def client_keys_of(service: Service, count: int) -> tuple[str, ...]:
+def client_keys_of(redis: Redis, count: int) -> tuple[str, ...]:
     """Create one API key per client thread, as an operator would with `python -m api.keys`."""
-    redis = redis_of(service)
     try:
         store = KeyStore(redis, "transcribe")
         return tuple(store.create(f"chaos-client-{index}") for index in range(count))
@@ -366,6 +405,13 @@ def main(argv: list[str] | None = None) -> int:
         default="on",
         help="API keys required, one per client (on, as compose runs it) or the open API (off)",
     )
+    parser.add_argument(
+        "--redis",
+        choices=("single", "sentinel"),
+        default="single",
+        help="one redis-server restarted on its data (single), or a master, two replicas and "
+        "three Sentinels, the fault a failover (sentinel)",
+    )
     parser.add_argument("--keep", type=Path, help="keep logs and data in this folder")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -379,6 +425,7 @@ def main(argv: list[str] | None = None) -> int:
             fast_recovery=args.fast_recovery,
             rate_per_s=args.rate,
             keyed=args.keys == "on",
+            sentinel=args.redis == "sentinel",
         )
     sys.stdout.write(report.line() + "\n")
     clean = not (

@@ -1,4 +1,5 @@
-"""Decodes an uploaded file to 16 kHz mono float32 with ffmpeg, confined to that local file."""
+"""Fetches a job's audio from the store and decodes it to 16 kHz mono float32 with ffmpeg,
+confined to that local file."""
 
 from __future__ import annotations
 
@@ -6,12 +7,16 @@ import collections
 import contextlib
 import subprocess
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
 import numpy as np
 
+from common.contract import JobRequest
 from common.media import FFMPEG_SAFETY_ARGS
+from common.storage import AudioMissing, AudioTooLarge, storage_of
+from config import Settings
 from worker.engines.base import SAMPLE_RATE, Audio
 
 READ_CHUNK_BYTES = 1 << 20
@@ -22,6 +27,36 @@ STDERR_TAIL_LINES = 20
 
 class AudioDecodeError(RuntimeError):
     """ffmpeg could not decode the file as audio, or it is longer than the server accepts."""
+
+
+def audio_gone(request: JobRequest) -> str:
+    """Why a job cannot run: its audio is no longer in the store."""
+    if request.keep_audio:
+        return f"the audio object {request.audio_path} is gone (deleted since it was submitted)"
+    return "the uploaded file is gone (removed after an earlier attempt, or by the sweeper)"
+
+
+def audio_exists(settings: Settings, request: JobRequest) -> bool:
+    """Whether the job's audio is still in its store (a cheap look before the model loads)."""
+    return storage_of(settings).for_ref(request.audio_path).exists(request.audio_path)
+
+
+@contextlib.contextmanager
+def fetched_audio(settings: Settings, request: JobRequest) -> Iterator[Path]:
+    """A local file with the job's audio for the block: the upload itself in UPLOAD_DIR, or a
+    scratch copy of its object, removed on leaving. AudioDecodeError when it is gone, or larger
+    than MAX_FILE_SIZE (an input object replaced since its job was accepted)."""
+    store = storage_of(settings).for_ref(request.audio_path)
+    with contextlib.ExitStack() as scratch:
+        try:
+            path = scratch.enter_context(
+                store.local_copy(request.audio_path, settings.max_file_size)
+            )
+        except AudioMissing:
+            raise AudioDecodeError(audio_gone(request)) from None
+        except AudioTooLarge as error:
+            raise AudioDecodeError(str(error)) from None
+        yield path
 
 
 def _keep_tail(stream: IO[bytes], tail: collections.deque[bytes]) -> None:

@@ -5,20 +5,20 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import os
 import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 from redis.exceptions import RedisError
 from rq import Queue
 from rq.job import Job
 
-from common.contract import INCOMING_PREFIX, LIVE, UPLOAD_NAME, Keys, load_job, public_status_of
+from common.contract import LIVE, Keys, load_job, public_status_of
 from common.fairness import feed
 from common.job_end import end_job
+from common.redis_conn import replicas_hold
+from common.storage import Listed, StorageUnavailable, storage_of
 from config import Settings
 from worker.failures import record_failure
 
@@ -120,8 +120,8 @@ def start_maintenance_thread(
                 task(queue)
                 if time.monotonic() >= next_sweep:
                     next_sweep = time.monotonic() + settings.upload_sweep_interval_s
-                    sweep_uploads(queue, settings.upload_dir, settings.upload_orphan_age_s)
-            except RedisError as error:
+                    sweep_uploads(queue, settings)
+            except (RedisError, StorageUnavailable) as error:
                 log.warning("maintenance skipped: %s", error)
             except Exception:
                 log.exception("maintenance pass failed")
@@ -140,49 +140,45 @@ def _job_status(queue: Queue, job_id: str) -> str | None:
     return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
-def sweep_uploads(
-    queue: Queue, upload_dir: Path, orphan_age_s: float, now: float | None = None
-) -> list[Path]:
-    """Delete, in `upload_dir`, the uploads no live job needs; returns what was removed.
+def sweep_uploads(queue: Queue, settings: Settings, now: float | None = None) -> list[str]:
+    """Delete, in the uploads store (STORAGE_BACKEND), the uploads no live job needs; returns
+    the locations (paths or keys) removed.
 
-    - `<job id>.<ext>` whose job has ended (finished, failed, stopped, canceled): at once;
-    - `<job id>.<ext>` whose job does not exist (expired, or never enqueued): once untouched
-      for `orphan_age_s` (the API renames a file a moment before it enqueues its job);
-    - `.incoming-*` (an upload cut off mid-way, e.g. by a killed API): once untouched for
-      `orphan_age_s`.
+    - an upload named after a job that has ended (finished, failed, stopped, canceled): at once,
+      once that end is on REDIS_MIN_REPLICAS replicas (else at a later pass);
+    - named after a job that does not exist (expired, or never enqueued): once untouched for
+      UPLOAD_ORPHAN_AGE_S (the API commits an upload a moment before it enqueues its job);
+    - an upload still being received, or cut off mid-way (a `.incoming-*` file, an unfinished
+      multipart upload, e.g. from a killed API): once untouched that long.
 
-    A file whose job is queued, started, scheduled or deferred is never touched, nor is a file
-    with any other name.
+    An upload whose job is queued, started, scheduled or deferred is never touched, nor is
+    anything else in the store.
     """
     moment = time.time() if now is None else now
-    removed: list[Path] = []
-    try:
-        entries = list(os.scandir(upload_dir))
-    except FileNotFoundError:
-        return removed
-    for entry in entries:
-        try:
-            if not entry.is_file(follow_symlinks=False):
-                continue
-            idle_s = moment - entry.stat(follow_symlinks=False).st_mtime
-        except FileNotFoundError:
+    orphan_age_s = settings.upload_orphan_age_s
+    store = storage_of(settings).uploads
+    orphans: list[Listed] = []
+    ended: list[Listed] = []
+    for listed in store.listing():
+        idle_s = moment - listed.modified_at
+        if listed.job_id is None:
+            if idle_s > orphan_age_s:
+                orphans.append(listed)
             continue
-        if entry.name.startswith(INCOMING_PREFIX):
-            doomed = idle_s > orphan_age_s
+        status = _job_status(queue, listed.job_id)
+        if status is None:
+            if idle_s > orphan_age_s:
+                orphans.append(listed)
         else:
-            match = UPLOAD_NAME.match(entry.name)
-            if match is None:
-                continue
-            status = _job_status(queue, match["job_id"])
-            if status is None:
-                doomed = idle_s > orphan_age_s
-            else:
-                public = public_status_of(status)
-                doomed = public is not None and public not in LIVE
-        if doomed:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(entry.path)
-                removed.append(Path(entry.path))
+            public = public_status_of(status)
+            if public is not None and public not in LIVE:
+                ended.append(listed)
+    if ended and not replicas_hold(queue.connection, settings, Keys(queue.name).replication_marker):
+        ended = []  # a failover could still lose those ends, and rerun the jobs
+    removed: list[str] = []
+    for listed in orphans + ended:
+        store.remove(listed)
+        removed.append(listed.location)
     if removed:
         log.info("removed %d upload(s) no live job needs", len(removed))
     return removed

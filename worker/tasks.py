@@ -7,7 +7,6 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -17,7 +16,7 @@ from rq.job import Job
 from common.contract import JobRequest, Progress, StageProgress, meta_of, store_meta
 from common.events import EventKind, EventPublisher
 from common.transcript import Segment, Transcript
-from worker.audio import AudioDecodeError, decode_audio
+from worker.audio import AudioDecodeError, audio_exists, audio_gone, decode_audio, fetched_audio
 from worker.runtime import Runtime
 from worker.stopping import StopCheck
 
@@ -143,10 +142,9 @@ def transcribe(runtime: Runtime, **arguments: Any) -> dict[str, Any]:
 
     `arguments` are the job's request (`common.contract.JobRequest`), checked here once; the
     worker passes its `runtime`. The upload is deleted at the job's end, not here: a failure
-    leaves it for a retry.
+    leaves it for a retry (an object's local copy goes as soon as it is decoded).
     """
     request = JobRequest.model_validate(arguments)
-    audio_path = request.audio_path
     job = get_current_job()
     stop_check = StopCheck(job)
     stop_check()  # canceled just as this worker took it: its upload may be gone already
@@ -154,10 +152,8 @@ def transcribe(runtime: Runtime, **arguments: Any) -> dict[str, Any]:
     if job is not None:
         events = EventPublisher.for_job(job)
         events.start_attempt(job)
-    if not Path(audio_path).is_file():
-        raise AudioDecodeError(
-            "the uploaded file is gone (removed after an earlier attempt, or by the sweeper)"
-        )
+    if not audio_exists(runtime.settings, request):
+        raise AudioDecodeError(audio_gone(request))
     progress = ProgressReporter(job, stop_check, events)
     segments = LiveSegments(events)
     started = time.perf_counter()
@@ -167,11 +163,12 @@ def transcribe(runtime: Runtime, **arguments: Any) -> dict[str, Any]:
 
     progress("decoding", None)
     decode_started = time.perf_counter()
-    audio = decode_audio(
-        Path(audio_path),
-        max_duration_s=runtime.settings.max_audio_duration_s,
-        timeout_s=float(runtime.settings.job_timeout_max_s),
-    )
+    with fetched_audio(runtime.settings, request) as local_audio:
+        audio = decode_audio(
+            local_audio,
+            max_duration_s=runtime.settings.max_audio_duration_s,
+            timeout_s=float(runtime.settings.job_timeout_max_s),
+        )
     decode_s = time.perf_counter() - decode_started
 
     transcript = engine_impl.transcribe(audio, request.options, progress, segments)

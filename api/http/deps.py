@@ -20,6 +20,7 @@ from api.jobs.queue import Caller
 from api.keys.quotas import Limits, Quotas
 from api.keys.store import ADMIN_NAME, KeyStore
 from common.outbound import OutboundPolicy
+from common.storage import Storage, storage_of
 from config import Settings
 
 
@@ -65,6 +66,14 @@ def get_outbound_policy(settings: SettingsDep) -> OutboundPolicy:
 
 
 OutboundPolicyDep = Annotated[OutboundPolicy, Depends(get_outbound_policy)]
+
+
+def get_storage(settings: SettingsDep) -> Storage:
+    """Where uploads are staged (STORAGE_BACKEND), and the store s3:// input is read from."""
+    return storage_of(settings)
+
+
+StorageDep = Annotated[Storage, Depends(get_storage)]
 
 
 IdempotencyKeyHeader = Annotated[
@@ -129,13 +138,14 @@ CallerDep = Annotated[Caller | None, Depends(get_caller)]
 @dataclass(frozen=True)
 class Submitting:
     """What a submission route needs beside its body: settings, queue, address rules, the
-    Idempotency-Key and who is asking."""
+    Idempotency-Key, who is asking and where uploads go."""
 
     settings: Settings
     queue: Queue
     policy: OutboundPolicy
     idempotency_key: str | None
     caller: Caller | None
+    storage: Storage
 
 
 def get_submitting(
@@ -143,10 +153,11 @@ def get_submitting(
     queue: QueueDep,
     policy: OutboundPolicyDep,
     caller: CallerDep,
+    storage: StorageDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> Submitting:
     """The submission routes' shared dependencies in one."""
-    return Submitting(settings, queue, policy, idempotency_key, caller)
+    return Submitting(settings, queue, policy, idempotency_key, caller, storage)
 
 
 SubmittingDep = Annotated[Submitting, Depends(get_submitting)]

@@ -117,7 +117,10 @@ SUBMISSION_ERRORS = errors(
     {
         409: "Idempotency-Key reused for another request, or its first request still handled.",
         413: "File or audio longer than the limits.",
-        503: "Redis unreachable; retry after Retry-After.",
+        503: (
+            "Redis or the object store unreachable, or too few Redis replicas took the job "
+            "(REDIS_MIN_REPLICAS); nothing was kept: retry after Retry-After."
+        ),
     }
 )
 """Answers both submission routes can give, beside FastAPI's 422."""

@@ -1,4 +1,4 @@
-"""Downloads a client's audio URL into the uploads folder, under the outbound address rules.
+"""Downloads a client's audio URL into its staged upload, under the outbound address rules.
 
 Every hop (the URL and each redirect) is vetted after DNS resolution and connected to at the
 vetted address; the body streams under the upload size limit, all within one deadline.
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import mimetypes
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +16,6 @@ from starlette.concurrency import run_in_threadpool
 
 from api.errors import InvalidField, ServiceError
 from api.intake.multipart import ALLOWED_EXTENSIONS
-from api.intake.staging import StagedFile, write_all
 from common.outbound import (
     AsyncPinnedTransport,
     OutboundPolicy,
@@ -25,6 +23,7 @@ from common.outbound import (
     Unresolvable,
     redirect_target,
 )
+from common.storage import StagedUpload
 
 USER_AGENT = "transcribe-service/1 (URL input)"
 ACCEPT = "audio/*, video/*;q=0.8, application/octet-stream;q=0.5, */*;q=0.1"
@@ -33,7 +32,7 @@ WRITE_CHUNK_BYTES = 1024 * 1024
 
 @dataclass(frozen=True)
 class Downloaded:
-    """What was saved into the staged file."""
+    """What was saved into the staged upload."""
 
     size: int
     extension: str | None
@@ -52,10 +51,10 @@ def extension_hint(url: httpx.URL, content_type: str | None) -> str | None:
     return None
 
 
-async def _save_body(response: httpx.Response, staged: StagedFile, max_bytes: int) -> int:
+async def _save_body(response: httpx.Response, staged: StagedUpload, max_bytes: int) -> int:
     size = 0
     pending = bytearray()
-    handle = staged.create()
+    sink = staged.open_sink()
     try:
         async for chunk in response.aiter_bytes():
             size += len(chunk)
@@ -63,18 +62,18 @@ async def _save_body(response: httpx.Response, staged: StagedFile, max_bytes: in
                 raise ServiceError(413, f"file too large: the limit is {max_bytes} bytes")
             pending += chunk
             if len(pending) >= WRITE_CHUNK_BYTES:
-                await run_in_threadpool(write_all, handle, bytes(pending))
+                await run_in_threadpool(sink.write, bytes(pending))
                 pending.clear()
         if pending:
-            await run_in_threadpool(write_all, handle, bytes(pending))
-        await run_in_threadpool(os.fsync, handle)
+            await run_in_threadpool(sink.write, bytes(pending))
+        await run_in_threadpool(sink.finish)
     finally:
-        os.close(handle)
+        sink.close()  # a no-op once finished
     return size
 
 
 async def _fetch(
-    url: str, policy: OutboundPolicy, staged: StagedFile, max_bytes: int, max_redirects: int
+    url: str, policy: OutboundPolicy, staged: StagedUpload, max_bytes: int, max_redirects: int
 ) -> Downloaded:
     current: str | httpx.URL = url  # parsed by policy.vet, which refuses a malformed URL
     for _ in range(max_redirects + 1):
@@ -112,12 +111,12 @@ async def _fetch(
 async def download(
     url: str,
     policy: OutboundPolicy,
-    staged: StagedFile,
+    staged: StagedUpload,
     max_bytes: int,
     timeout_s: float,
     max_redirects: int,
 ) -> Downloaded:
-    """Fetch `url` into the `staged` file.
+    """Fetch `url` into the `staged` upload.
 
     Raises ServiceError: 422 (on `url`) for a URL or redirect the address rules refuse, 413
     over `max_bytes`, 502 for a host that cannot be resolved, an error answer, a failed

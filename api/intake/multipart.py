@@ -1,10 +1,9 @@
-"""Streams a multipart upload to the uploads folder, enforcing the size limit on the way."""
+"""Streams a multipart upload into its staged upload, enforcing the size limit on the way."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 from dataclasses import dataclass, field
 
 from python_multipart.exceptions import MultipartParseError
@@ -13,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from api.errors import ServiceError
-from api.intake.staging import StagedFile, sync_and_close, write_all
+from common.storage import StagedUpload, UploadSink
 
 ALLOWED_EXTENSIONS: frozenset[str] = frozenset(
     {
@@ -60,8 +59,8 @@ def extension_of(filename: str) -> str:
     return ext
 
 
-def _write_and_hash(handle: int, data: bytes, digest: hashlib._Hash | None) -> None:
-    write_all(handle, data)
+def _write_and_hash(sink: UploadSink, data: bytes, digest: hashlib._Hash | None) -> None:
+    sink.write(data)
     if digest is not None:
         digest.update(data)
 
@@ -70,43 +69,44 @@ class _OverlappedWriter:
     """Writes and hashes chunks in a worker thread while the event loop receives the next one.
 
     Receiving and writing one after the other would cost their sum; overlapped, an upload runs
-    at the slower of the two. At most one write is in flight, so memory stays within two chunks,
-    and chunks reach the file (and the hash) in order. A failed write raises from the next call.
+    at the slower of the two. At most one write is in flight, so memory stays within two chunks
+    (plus what the sink buffers), and chunks reach the sink (and the hash) in order. A failed
+    write raises from the next call.
     """
 
-    def __init__(self, handle: int, hashed: bool) -> None:
-        self._handle = handle
+    def __init__(self, sink: UploadSink, hashed: bool) -> None:
+        self._sink = sink
         self._digest = hashlib.sha256() if hashed else None
         self._in_flight: asyncio.Future[None] | None = None
 
     async def write(self, data: bytes) -> None:
         await self._wait()
         self._in_flight = asyncio.ensure_future(
-            run_in_threadpool(_write_and_hash, self._handle, data, self._digest)
+            run_in_threadpool(_write_and_hash, self._sink, data, self._digest)
         )
 
     async def close(self) -> str | None:
-        """Wait for the last write, fsync and close; the hex SHA-256 of everything written, when
-        hashed."""
+        """Wait for the last write and finish the sink (fsync, or complete the object); the hex
+        SHA-256 of everything written, when hashed."""
         await self._wait()
-        await run_in_threadpool(sync_and_close, self._handle)
+        await run_in_threadpool(self._sink.finish)
         return None if self._digest is None else self._digest.hexdigest()
 
     def abort(self) -> None:
-        """Close the file without waiting: now, or when the write in flight has finished, so the
+        """Close the sink without waiting: now, or when the write in flight has finished, so a
         descriptor is never closed (and reused) under a thread still writing to it."""
         in_flight, self._in_flight = self._in_flight, None
         if in_flight is None or in_flight.done():
             if in_flight is not None and not in_flight.cancelled():
                 in_flight.exception()  # retrieved: the error that matters is already raised
-            os.close(self._handle)
+            self._sink.close()
             return
-        handle = self._handle
+        sink = self._sink
 
         def close_when_written(finished: asyncio.Future[None]) -> None:
             if not finished.cancelled():
                 finished.exception()
-            os.close(handle)
+            sink.close()
 
         in_flight.add_done_callback(close_when_written)
 
@@ -129,17 +129,17 @@ class _PartState:
 
 
 async def receive_form(
-    request: Request, staged: StagedFile, max_file_size: int, *, hash_file: bool = False
+    request: Request, staged: StagedUpload, max_file_size: int, *, hash_file: bool = False
 ) -> ReceivedForm:
-    """Parse a multipart/form-data body, writing the `file` part to the `staged` file.
+    """Parse a multipart/form-data body, writing the `file` part into the `staged` upload.
 
     With `hash_file` the file's SHA-256 is computed as it streams (`ReceivedForm.sha256`). It
     is a large share of an upload's CPU time (about 1.1 GB/s of SHA-256 here, against 0.6 GB/s
     for receiving and parsing), so only requests that need it ask.
 
     Raises ServiceError: 415 for a body that is not multipart, 413 as soon as the file passes
-    `max_file_size` bytes, 400 for a disallowed extension or a malformed body. The descriptor is
-    closed whatever happens; the file itself is the `staged` owner's to keep or delete.
+    `max_file_size` bytes, 400 for a disallowed extension or a malformed body. The sink is
+    closed whatever happens; what it stored is the `staged` owner's to keep or discard.
     """
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     boundary = params.get(b"boundary")
@@ -213,7 +213,7 @@ async def receive_form(
                     if file_part is not None:
                         raise ServiceError(400, "only one `file` part is allowed")
                     form.extension = extension_of(seen.filename)
-                    writer = _OverlappedWriter(staged.create(), hashed=hash_file)
+                    writer = _OverlappedWriter(staged.open_sink(), hashed=hash_file)
                     form.has_file = True
                     file_part = seen
                 elif kind == "end" and seen.filename is None:

@@ -1,7 +1,10 @@
 """Checks that an upload is audio in an allowed container, and reads its duration.
 
 PyAV reads the container (`pyav_helper`) where it is installed, else ffprobe; either way only
-the one local file, with the allowed demuxers.
+the one local file, or the one object behind a presigned URL (object storage), with the allowed
+demuxers. Reading an object through its URL, rather than a head of it copied to disk, keeps the
+probe right: FFmpeg fetches the ranges it needs (an MP4's index at the end included), and
+estimates a headerless MP3's duration from the object's real size.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from api.errors import ServiceError
 from api.intake import pyav_helper
 from common.media import ALLOWED_DEMUXERS, FFMPEG_SAFETY_ARGS
+from common.storage import ProbeTarget
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +38,13 @@ class AudioInfo:
     duration_s: float | None
 
 
-async def probe_audio(path: Path, timeout_s: float) -> AudioInfo:
-    """Probe a local file; a 415 ServiceError unless it holds audio in an allowed container."""
+async def probe_audio(target: ProbeTarget, timeout_s: float) -> AudioInfo:
+    """Probe a local file (a Path) or an object (its presigned URL, a str); a 415 ServiceError
+    unless it holds audio in an allowed container."""
     if pyav_helper.available():
         try:
             # Off the event loop: the first call starts the helper, and a write could block.
-            pending = await run_in_threadpool(pyav_helper.prober().submit, path, timeout_s)
+            pending = await run_in_threadpool(pyav_helper.prober().submit, target, timeout_s)
             report = await asyncio.wait_for(
                 asyncio.wrap_future(pending), timeout_s + HELPER_GRACE_S
             )
@@ -55,7 +60,7 @@ async def probe_audio(path: Path, timeout_s: float) -> AudioInfo:
             return _audio_info(
                 report.format_name, "audio" in report.stream_types, report.duration_s
             )
-    return await _probe_with_ffprobe(path, timeout_s)
+    return await _probe_with_ffprobe(target, timeout_s)
 
 
 def _audio_info(format_name: str, has_audio: bool, duration: object) -> AudioInfo:
@@ -72,11 +77,21 @@ def _audio_info(format_name: str, has_audio: bool, duration: object) -> AudioInf
     return AudioInfo(format_name=format_name, duration_s=seconds)
 
 
-async def _probe_with_ffprobe(path: Path, timeout_s: float) -> AudioInfo:
+def _safety_args(remote: bool) -> list[str]:
+    """FFMPEG_SAFETY_ARGS, with the network protocols instead of `file` for a presigned URL."""
+    args = list(FFMPEG_SAFETY_ARGS)
+    if remote:
+        args[args.index("-protocol_whitelist") + 1] = pyav_helper.REMOTE_PROTOCOLS
+    return args
+
+
+async def _probe_with_ffprobe(target: ProbeTarget, timeout_s: float) -> AudioInfo:
+    remote = not isinstance(target, Path)
+    source = str(target) if remote else f"file:{target}"
     process = await asyncio.create_subprocess_exec(
-        "ffprobe", "-v", "error", *FFMPEG_SAFETY_ARGS,
+        "ffprobe", "-v", "error", *_safety_args(remote),
         "-show_entries", "format=format_name,duration:stream=codec_type",
-        "-of", "json", f"file:{path}",
+        "-of", "json", source,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -89,9 +104,14 @@ async def _probe_with_ffprobe(path: Path, timeout_s: float) -> AudioInfo:
         await process.wait()
         raise ServiceError(415, "the file could not be read as audio in time") from None
     if process.returncode != 0:
-        # ffprobe prefixes its message with the input's URL: the server's path, not for clients.
+        # ffprobe prefixes its message with the input's URL: the server's path, or a signed
+        # URL, neither for clients.
         reason = (
-            stderr.decode("utf-8", "replace").replace(f"file:{path}: ", "").strip().splitlines()
+            stderr.decode("utf-8", "replace")
+            .replace(f"{source}: ", "")
+            .replace(source, "the file")
+            .strip()
+            .splitlines()
         )
         raise ServiceError(
             415,

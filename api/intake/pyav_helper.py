@@ -5,12 +5,14 @@
 # than the rest of `POST /transcribe` together. Here one helper per API process imports PyAV once
 # (`serve`) and forks a child per file, so the demuxer stays out of the API process at a few ms:
 # the child answers and exits, a crash is reported as such, and an alarm ends a child that takes
-# longer than its deadline. The helper inherits no settings or secrets and only reads files.
+# longer than its deadline. The helper inherits no settings or secrets and only reads what it is
+# given.
 #
-# Protocol: the API writes one JSON line per file ({"id", "path", "timeout_s"}) to the helper's
-# stdin; one JSON line per file comes back on its stdout ({"id", "format_name", "duration_s",
-# "stream_types"} or {"id", "error"}), written by the child in one write below PIPE_BUF, so lines
-# of concurrent children never interleave.
+# Protocol: the API writes one JSON line per file ({"id", "path" or "url", "timeout_s"}) to the
+# helper's stdin; one JSON line per file comes back on its stdout ({"id", "format_name",
+# "duration_s", "stream_types"} or {"id", "error"}), written by the child in one write below
+# PIPE_BUF, so lines of concurrent children never interleave. A "url" is an object's presigned
+# GET (object storage): the signature lets the child read that one object, and nothing else.
 
 from __future__ import annotations
 
@@ -41,6 +43,10 @@ OPEN_OPTIONS = {
     "protocol_whitelist": "file",
 }
 """What FFMPEG_SAFETY_ARGS are to ffprobe: one local file, in an allowed container."""
+
+REMOTE_PROTOCOLS = "http,https,tcp,tls"
+"""Protocols for an object read through its presigned URL (object storage), instead of `file`.
+None of the allowed demuxers opens a second input, so the URL given is the only one read."""
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HELPER_ENVIRONMENT = ("PATH", "LD_LIBRARY_PATH", "LANG", "LC_ALL", "TMPDIR")
@@ -86,13 +92,18 @@ def _answer(request_id: int, **fields: Any) -> None:
     os.write(sys.stdout.fileno(), line + b"\n")
 
 
-def _read_in_child(request_id: int, path: str, timeout_s: float) -> None:
-    """In the forked child: read the container, answer, exit. SIGALRM ends it at the deadline."""
+def _read_in_child(request_id: int, target: str, remote: bool, timeout_s: float) -> None:
+    """In the forked child: read the container, answer, exit. SIGALRM ends it at the deadline.
+
+    `target` is a local path, or with `remote` an http(s) URL.
+    """
     import av
 
     signal.alarm(max(1, math.ceil(timeout_s)))
+    source = target if remote else f"file:{target}"
+    options = {**OPEN_OPTIONS, "protocol_whitelist": REMOTE_PROTOCOLS} if remote else OPEN_OPTIONS
     try:
-        with av.open(f"file:{path}", options=OPEN_OPTIONS) as container:
+        with av.open(source, options=options) as container:
             duration = container.duration
             _answer(
                 request_id,
@@ -102,7 +113,9 @@ def _read_in_child(request_id: int, path: str, timeout_s: float) -> None:
             )
     except (av.FFmpegError, UnicodeDecodeError) as error:
         reason = getattr(error, "strerror", None) or str(error)
-        _answer(request_id, error=str(reason).replace(f"file:{path}", "the file")[:300])
+        # The error may quote the source: the server's path, or a signed URL. Neither is for
+        # clients.
+        _answer(request_id, error=str(reason).replace(source, "the file")[:300])
 
 
 def serve() -> None:
@@ -139,7 +152,9 @@ def serve() -> None:
                 try:
                     signal.set_wakeup_fd(-1)
                     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                    _read_in_child(request["id"], request["path"], request["timeout_s"])
+                    remote = "url" in request
+                    target = request["url"] if remote else request["path"]
+                    _read_in_child(request["id"], target, remote, request["timeout_s"])
                 except BaseException:
                     code = 1
                 finally:
@@ -206,13 +221,15 @@ class Prober:
         with self._lock:
             self._running()
 
-    def submit(self, path: Path, timeout_s: float) -> Future[ContainerReport]:
-        """Ask the helper to read `path`; the future fails with one of the exceptions above."""
+    def submit(self, target: Path | str, timeout_s: float) -> Future[ContainerReport]:
+        """Ask the helper to read `target` (a local file, or an http(s) URL given as a string);
+        the future fails with one of the exceptions above."""
         future: Future[ContainerReport] = Future()
+        where = {"path": str(target)} if isinstance(target, Path) else {"url": target}
         with self._lock:
             process = self._running()
             request_id = next(self._ids)
-            line = json.dumps({"id": request_id, "path": str(path), "timeout_s": timeout_s})
+            line = json.dumps({"id": request_id, **where, "timeout_s": timeout_s})
             self._pending[request_id] = (process, future)
             try:
                 assert process.stdin is not None

@@ -1,18 +1,23 @@
-"""A file being received into UPLOAD_DIR: deleted on the way out unless its job took it."""
+"""Audio on its way to a job (received, downloaded or found in the store): discarded on the way
+out unless its job took it."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
-import os
-import secrets
-from collections.abc import Iterator
-from pathlib import Path
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.concurrency import run_in_threadpool
 
 from api.errors import ServiceError
-from common.contract import INCOMING_PREFIX
+from common.storage import StagedUpload, StorageUnavailable
+
+log = logging.getLogger(__name__)
 
 DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+STORE_RETRY_AFTER_S = 5
 
 
 def disk_full(error: BaseException) -> bool:
@@ -20,59 +25,27 @@ def disk_full(error: BaseException) -> bool:
     return isinstance(error, OSError) and error.errno in DISK_FULL
 
 
-def write_all(handle: int, data: bytes) -> None:
-    """Write every byte of `data` to the open file `handle`."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(handle, view) :]
+@contextlib.asynccontextmanager
+async def staged_upload(staged: StagedUpload, what: str = "upload") -> AsyncIterator[StagedUpload]:
+    """Own `staged` for the block: discarded on leaving unless kept, whatever happened.
 
-
-def sync_and_close(handle: int) -> None:
-    """Flush the file to disk and close it (closed even when the flush fails)."""
-    try:
-        os.fsync(handle)
-    finally:
-        os.close(handle)
-
-
-class StagedFile:
-    """Owns one file in the uploads folder, first under a temporary name, until `keep()`.
-
-    Made by `staged_file`, which deletes it on the way out unless it was kept.
+    A full disk anywhere inside becomes a 507 about this `what`, an object store that cannot be
+    reached (or refuses the service) a 503 with Retry-After; either way nothing is kept.
     """
-
-    def __init__(self, upload_dir: Path) -> None:
-        self.path = upload_dir / f"{INCOMING_PREFIX}{secrets.token_hex(16)}"
-        self.kept = False
-
-    def create(self) -> int:
-        """Create the file (it must not exist) and return a descriptor open for writing."""
-        return os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
-
-    def move_to(self, final_path: Path) -> None:
-        """Give the file its final name; it stays this object's until `keep()`."""
-        os.rename(self.path, final_path)
-        self.path = final_path
-
-    def keep(self) -> None:
-        """The file is a job's now: leaving `staged_file` no longer deletes it."""
-        self.kept = True
-
-
-@contextlib.contextmanager
-def staged_file(
-    upload_dir: Path, what: str = "upload", staged: StagedFile | None = None
-) -> Iterator[StagedFile]:
-    """A new StagedFile (or `staged`) for the block; deleted on leaving unless kept, whatever
-    happened, and a full disk anywhere inside becomes a 507 about this `what`."""
-    file = staged or StagedFile(upload_dir)
     try:
-        yield file
+        yield staged
     except OSError as error:
         if disk_full(error):
             raise ServiceError(507, f"the server has no space left for this {what}") from error
         raise
+    except StorageUnavailable as error:
+        log.warning("the object store failed during an %s: %s", what, error)
+        raise ServiceError(
+            503,
+            f"the server's object store is unavailable for this {what}; retry shortly",
+            {"Retry-After": str(STORE_RETRY_AFTER_S)},
+        ) from None
     finally:
-        if not file.kept:
-            with contextlib.suppress(FileNotFoundError):
-                file.path.unlink()
+        if not staged.kept:
+            # Shielded: a cancelled request still leaves nothing behind.
+            await asyncio.shield(run_in_threadpool(staged.discard))

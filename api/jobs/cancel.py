@@ -61,7 +61,7 @@ def cancel_job(settings: Settings, job: Job) -> Literal["canceled", "stopping"]:
 def erase_job(settings: Settings, job: Job) -> None:
     """Delete an ended job for good: its record, transcript, upload, events, end signal, cancel
     key, webhook schedule and index entries (a privacy request)."""
-    delete_upload(job, settings.upload_dir)
+    delete_upload(job, settings, once_replicated=False)
     keys = Keys(job.origin)
     owner = meta_of(job).owner
     with job.connection.pipeline() as pipeline:

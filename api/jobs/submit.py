@@ -7,26 +7,31 @@ rules no single field's schema can state) and `check_callback`.
 from __future__ import annotations
 
 import contextlib
-import uuid
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from redis.exceptions import RedisError
 from rq import Queue
+from rq.job import Job
 from starlette.concurrency import run_in_threadpool
 
 from api.errors import InvalidField, ServiceError
 from api.http.schemas import TranscribeForm
 from api.intake.probe import probe_audio
-from api.intake.staging import StagedFile
+from api.jobs.cancel import cancel_job, erase_job
 from api.jobs.idempotency import Idempotency, KeyedSubmission
 from api.jobs.queue import Caller, enqueue_transcription
 from api.keys.quotas import Admission, Quotas
 from common.catalog import KNOWN_MODELS, EngineName, is_english_only
-from common.contract import JobRequest, PublicStatus, TranscribeOptions
+from common.contract import JobRequest, Keys, PublicStatus, TranscribeOptions
 from common.media import ALLOWED_DEMUXERS
 from common.outbound import OutboundPolicy, OutboundRefused
+from common.redis_conn import replicas_hold
+from common.storage import StagedUpload
 from config import Settings
+
+log = logging.getLogger(__name__)
 
 # Extension to give a downloaded file from the container ffprobe found (first name it lists).
 EXTENSION_OF_DEMUXER: dict[str, str] = {
@@ -37,7 +42,8 @@ EXTENSION_OF_DEMUXER: dict[str, str] = {
 }
 
 Fetch = Callable[[], Awaitable[str | None]]
-"""Brings the audio into the staged file (or finds it there); returns its extension, if known."""
+"""Brings the audio into the staged upload (or checks it is there); returns its extension, if
+known."""
 
 
 @dataclass(frozen=True)
@@ -49,13 +55,14 @@ class Submission:
     options: TranscribeOptions
     callback_url: str | None = None
 
-    def request(self, audio_path: str) -> JobRequest:
-        """The job request for the audio at `audio_path`."""
+    def request(self, audio_path: str, *, keep_audio: bool = False) -> JobRequest:
+        """The job request for the audio at `audio_path` (the client's own with `keep_audio`)."""
         return JobRequest(
             audio_path=audio_path,
             engine=self.engine,
             model=self.model,
             options=self.options,
+            keep_audio=keep_audio or None,
         )
 
 
@@ -150,7 +157,7 @@ async def submit(
     queue: Queue,
     settings: Settings,
     submission: Submission,
-    staged: StagedFile,
+    staged: StagedUpload,
     fetch: Fetch,
     *,
     idempotency: Idempotency,
@@ -160,9 +167,10 @@ async def submit(
     it and enqueue its job.
 
     A replay of the key answers the earlier job and fetches nothing. Raises ServiceError: 415
-    (not audio in an allowed container), 413 (too long), 409 (the key), 429 (a quota), and what
-    `fetch` raises. The staged file, the quotas taken and the key become the job's only once
-    the job is enqueued.
+    (not audio in an allowed container), 413 (too long), 409 (the key), 429 (a quota), 503 when
+    fewer than REDIS_MIN_REPLICAS replicas acknowledge the job in time (it is withdrawn), and
+    what `fetch` raises. The staged upload, the quotas taken and the key become the job's only
+    once the job is enqueued (and held by the replicas asked for).
     """
     # A claim (and a place among the active jobs) outlives its request's fetch and probe.
     pending_ttl_s = int(idempotency.fetch_s + settings.ffprobe_timeout_s) + 30
@@ -176,7 +184,7 @@ async def submit(
         owner,
         idempotency.keep_s,
     )
-    job_id = str(uuid.uuid4())
+    job_id = staged.job_id
     async with keyed.claim(job_id) as replay:
         if replay is not None:
             return Accepted(replay.job_id, PublicStatus(replay.status), replayed=True)
@@ -191,7 +199,8 @@ async def submit(
             if admission is not None:
                 await run_in_threadpool(admission.reserve, job_id)
             extension = await fetch()
-            info = await probe_audio(staged.path, settings.ffprobe_timeout_s)
+            target = await run_in_threadpool(staged.probe_target)
+            info = await probe_audio(target, settings.ffprobe_timeout_s)
             if info.duration_s is not None and info.duration_s > settings.max_audio_duration_s:
                 raise ServiceError(
                     413,
@@ -203,17 +212,27 @@ async def submit(
             if extension is None:
                 found = [n for n in info.format_name.split(",") if n in EXTENSION_OF_DEMUXER]
                 extension = EXTENSION_OF_DEMUXER[found[0]] if found else "bin"
-            staged.move_to(settings.upload_dir / f"{job_id}.{extension}")
-            await run_in_threadpool(
+            audio_ref = await run_in_threadpool(staged.commit, extension)
+            job = await run_in_threadpool(
                 enqueue_transcription,
                 queue,
                 settings,
                 job_id=job_id,
-                request=submission.request(str(staged.path)),
+                request=submission.request(audio_ref, keep_audio=staged.keep_audio),
                 duration_s=info.duration_s,
                 callback_url=submission.callback_url,
                 owner=owner,
             )
+            if not await run_in_threadpool(
+                replicas_hold, queue.connection, settings, Keys(queue.name).replication_marker
+            ):
+                await run_in_threadpool(withdraw, settings, job)
+                raise ServiceError(
+                    503,
+                    f"the job store could not copy the job to {settings.redis_min_replicas} "
+                    "replica(s) in time, so it was not accepted; retry shortly",
+                    {"Retry-After": str(settings.redis_retry_after_s)},
+                )
             staged.keep()
             made = True
         finally:
@@ -221,3 +240,11 @@ async def submit(
                 with contextlib.suppress(RedisError):
                     await run_in_threadpool(admission.give_back)
     return Accepted(job_id, PublicStatus.QUEUED, replayed=False)
+
+
+def withdraw(settings: Settings, job: Job) -> None:
+    """Take back a job its submission did not accept (its client gets an error, never its id):
+    canceled, and erased unless a worker took it that instant (it then ends canceled)."""
+    log.warning("job %s withdrawn: too few Redis replicas acknowledged it", job.id)
+    if cancel_job(settings, job) == "canceled":
+        erase_job(settings, job)

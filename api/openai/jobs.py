@@ -17,7 +17,7 @@ from starlette.requests import Request
 from api.errors import InvalidField, ServiceError
 from api.http.deps import Submitting
 from api.intake.multipart import receive_form
-from api.intake.staging import staged_file
+from api.intake.staging import staged_upload
 from api.jobs.cancel import cancel_job
 from api.jobs.idempotency import Fingerprint, Idempotency
 from api.jobs.long_poll import JobEndWaiter, read_status
@@ -58,8 +58,7 @@ async def submit_audio(request: Request, on: Submitting, task: Task) -> tuple[Au
     """Receive the multipart body, check it and queue its job (or find the earlier one)."""
     settings = on.settings
     await run_in_threadpool(on.queue.connection.ping)
-    settings.upload_dir.mkdir(parents=True, exist_ok=True)
-    with staged_file(settings.upload_dir) as staged:
+    async with staged_upload(on.storage.uploads.stage()) as staged:
         received = await receive_form(request, staged, settings.max_file_size, hash_file=True)
         form = parse_form(received.fields, received.repeated, task)
         if not received.has_file:

@@ -408,8 +408,10 @@ def plan_service(
     A built image's WORKDIR is its build context (which holds the code), and its Python
     environment (UV_PROJECT_ENVIRONMENT) is `python_env` when given; a named volume is the
     folder `volumes[name]`; a service name used as a host (an environment value, or the host of
-    a URL) becomes `hosts[name]`. The environment is `base_env` under the image's ENV under the
-    service's `environment`, as in a container. Services without a build run in `scratch_dir`.
+    a URL) becomes `hosts[name]`; a config given by its `content` is a file under `scratch_dir`.
+    The environment is `base_env` under the image's ENV under the service's `environment`, as
+    in a container; an `entrypoint` comes before the command. Services without a build run in
+    `scratch_dir`.
     """
     service = compose["services"][name]
     image = ImageConfig(env={}, workdir=None, healthcheck=None, cmd=None)
@@ -425,6 +427,13 @@ def plan_service(
         source, target = (mount.split(":")[:2] if isinstance(mount, str)
                           else (mount["source"], mount["target"]))  # fmt: skip
         paths[target] = volumes[source]
+    for config in service.get("configs", []):
+        source, target = (config, f"/{config}") if isinstance(config, str) else (
+            config["source"], config.get("target", f"/{config['source']}"))  # fmt: skip
+        folder = scratch_dir / "configs" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / source).write_text(compose["configs"][source]["content"])
+        paths[target] = folder / source
 
     environment = {**base_env, **image.env}
     for key, value in _normalize_environment(service.get("environment", {})).items():
@@ -437,6 +446,9 @@ def plan_service(
 
     command = service.get("command")
     argv = _command(command) if command is not None else image.cmd
+    entrypoint = service.get("entrypoint")
+    if entrypoint is not None:
+        argv = (*_command(entrypoint), *(argv or ()))
     assert argv, f"service {name} has no command"
 
     check = service.get("healthcheck", {})

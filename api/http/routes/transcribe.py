@@ -1,4 +1,4 @@
-"""POST /transcribe: stream the upload to disk, check it, enqueue it."""
+"""POST /transcribe: stream the upload into the store, check it, enqueue it."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from api.errors import InvalidField
 from api.http.deps import SubmittingDep
 from api.http.schemas import SUBMISSION_ERRORS, JobAccepted, TranscribeForm, errors
 from api.intake.multipart import ReceivedForm, receive_form
-from api.intake.staging import staged_file
+from api.intake.staging import staged_upload
 from api.jobs.idempotency import Fingerprint, Idempotency
 from api.jobs.submit import check_callback, check_fields, submit
 
@@ -70,13 +70,12 @@ def _parse_fields(form: ReceivedForm) -> TranscribeForm:
     },
 )
 async def transcribe(request: Request, response: Response, on: SubmittingDep) -> JobAccepted:
-    """Stream the upload to the shared folder, check it is audio, and enqueue the job.
+    """Stream the upload into the uploads store, check it is audio, and enqueue the job.
 
     Returns at once with the job id; poll the `Location` URL (`/status/{job_id}`).
     """
     await run_in_threadpool(on.queue.connection.ping)
-    on.settings.upload_dir.mkdir(parents=True, exist_ok=True)
-    with staged_file(on.settings.upload_dir) as staged:
+    async with staged_upload(on.storage.uploads.stage()) as staged:
         form = await receive_form(
             request,
             staged,

@@ -1,4 +1,5 @@
-"""POST /transcribe/url: download the audio from a URL, check it like an upload, enqueue it."""
+"""POST /transcribe/url: download the audio from a URL (or take an object already in the store),
+check it like an upload, enqueue it."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from starlette.concurrency import run_in_threadpool
 from api.http.deps import SubmittingDep
 from api.http.schemas import SUBMISSION_ERRORS, JobAccepted, TranscribeUrlRequest, errors
 from api.intake.download import download
-from api.intake.staging import staged_file
+from api.intake.s3_input import check_input, input_object, is_s3_url
+from api.intake.staging import staged_upload
 from api.jobs.idempotency import Fingerprint, Idempotency
 from api.jobs.submit import check_callback, check_fields, submit
+from common.storage import StagedUpload
 
 router = APIRouter(tags=["jobs"])
 
@@ -27,6 +30,7 @@ router = APIRouter(tags=["jobs"])
                 400: "The body is not valid JSON.",
                 415: "The content is not audio.",
                 502: "The URL's host cannot be resolved, or it answered with an error or failed.",
+                503: "Redis or the object store unreachable; retry after Retry-After.",
                 504: "The download took longer than allowed.",
                 507: "No disk space left for the download.",
             }
@@ -40,17 +44,24 @@ async def transcribe_url(
     size limit), check it is audio, and enqueue the job; poll the `Location` URL.
 
     The address rules apply after DNS resolution and at every redirect, unless the host is in
-    OUTBOUND_ALLOWLIST. With an Idempotency-Key, a retry of the same request returns the first
-    request's job without downloading again.
+    OUTBOUND_ALLOWLIST. An `s3://bucket/key` URL, for a bucket in S3_INPUT_BUCKETS, is read
+    where it is with the server's credentials and never deleted. With an Idempotency-Key, a
+    retry of the same request returns the first request's job without downloading again.
     """
     settings = on.settings
     submission = check_fields(body, settings)
     await check_callback(submission, on.policy)
-    await run_in_threadpool(on.queue.connection.ping)
-    settings.upload_dir.mkdir(parents=True, exist_ok=True)
-    fingerprint = Fingerprint.of_json(body.model_dump(mode="json"))
-    idempotency = Idempotency(on.idempotency_key, fingerprint, settings.url_download_timeout_s)
-    with staged_file(settings.upload_dir, "download") as staged:
+    staged: StagedUpload
+    if is_s3_url(body.url):
+        found = input_object(body.url, settings, on.storage)
+        staged, what = found, "object"
+
+        async def fetch() -> str | None:
+            await check_input(body.url, found, settings.max_file_size)
+            return None  # the probe names its container; the object keeps its own key
+
+    else:
+        staged, what = on.storage.uploads.stage(), "download"
 
         async def fetch() -> str | None:
             downloaded = await download(
@@ -63,6 +74,10 @@ async def transcribe_url(
             )
             return downloaded.extension
 
+    await run_in_threadpool(on.queue.connection.ping)
+    fingerprint = Fingerprint.of_json(body.model_dump(mode="json"))
+    idempotency = Idempotency(on.idempotency_key, fingerprint, settings.url_download_timeout_s)
+    async with staged_upload(staged, what):
         outcome = await submit(
             on.queue, settings, submission, staged, fetch, idempotency=idempotency, caller=on.caller
         )

@@ -60,15 +60,17 @@ def test_sweeper_removes_what_no_live_job_needs(queue: Queue, settings: Settings
     kept.append(upload_file(settings, "notes-of-an-operator.txt", age_s=50 * HOUR_S))
     (settings.upload_dir / f"{uuid.uuid4()}.d").mkdir()
 
-    swept = sweep_uploads(queue, settings.upload_dir, orphan_age_s=HOUR_S)
+    settings.upload_orphan_age_s = HOUR_S
+    swept = sweep_uploads(queue, settings)
 
-    assert sorted(swept) == sorted(removed)
+    assert sorted(swept) == sorted(str(path) for path in removed)
     assert all(path.exists() for path in kept)
     assert not any(path.exists() for path in removed)
 
 
-def test_sweeper_tolerates_a_missing_folder(queue: Queue, tmp_path: Path) -> None:
-    assert sweep_uploads(queue, tmp_path / "absent", orphan_age_s=HOUR_S) == []
+def test_sweeper_tolerates_a_missing_folder(queue: Queue, settings: Settings) -> None:
+    assert not settings.upload_dir.exists()
+    assert sweep_uploads(queue, settings) == []
 
 
 def take_like_a_dying_worker(queue: Queue, redis: fakeredis.FakeRedis) -> None:

@@ -16,7 +16,8 @@ from starlette.types import Message
 
 from api.errors import ServiceError
 from api.intake.multipart import WRITE_CHUNK_BYTES, ReceivedForm, receive_form
-from api.intake.staging import StagedFile, staged_file
+from api.intake.staging import staged_upload
+from common.storage.local import StagedFile
 
 BOUNDARY = "test-boundary-7d1f"
 NETWORK_CHUNK = 64 * 1024
@@ -48,7 +49,7 @@ def request_for(body: bytes) -> Request:
 
 def receive(staged: StagedFile, content: bytes, *, hash_file: bool) -> ReceivedForm:
     async def run() -> ReceivedForm:
-        with staged_file(staged.path.parent, staged=staged):
+        async with staged_upload(staged):
             form = await receive_form(
                 request_for(multipart_body(content)), staged, 64 * 2**20, hash_file=hash_file
             )
