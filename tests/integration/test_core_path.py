@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 import httpx
 import pytest
 import srt
@@ -38,12 +36,16 @@ def test_jfk_is_transcribed_over_http(client: httpx.Client, service: Service) ->
 
 
 def test_second_job_on_a_warm_worker_loads_no_model(client: httpx.Client, service: Service) -> None:
-    results = [wait_for_job(client, submit(client, JFK))["result"] for _ in range(2)]
-    assert all(JFK_PHRASE in normalize(result["text"]) for result in results)
-    assert results[1]["timings"]["model_load_s"] == 0.0
-    worker_log = service.workers[0].log()
-    loads = re.findall(r"loaded ModelSpec\(engine='whisperx', model='tiny.en'", worker_log)
-    assert len(loads) == 1, worker_log[-2000:]
+    """The second of two jobs on the same model loads nothing (the worker is shared by the
+    session: earlier tests may have loaded, or evicted, models before the first)."""
+    first = wait_for_job(client, submit(client, JFK))["result"]
+    log_before_second = len(service.workers[0].log())
+    second = wait_for_job(client, submit(client, JFK))["result"]
+    assert all(JFK_PHRASE in normalize(result["text"]) for result in (first, second))
+    assert second["timings"]["model_load_s"] == 0.0
+    during_second = service.workers[0].log()[log_before_second:]
+    assert "loaded ModelSpec(" not in during_second, during_second[-2000:]
+    assert "Job OK" in during_second
 
 
 def test_results_download_as_subtitles(client: httpx.Client) -> None:
