@@ -6,7 +6,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from fastapi import Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 
 
 class ServiceError(Exception):
@@ -39,6 +41,14 @@ class InvalidField(ServiceError):
     def body(self) -> Any:
         error = {"type": self.kind, "loc": ["body", self.field], "msg": self.detail}
         return {"detail": [{**error, "input": self.value}]}
+
+
+def invalid_body(error: ValidationError) -> RequestValidationError:
+    """A form's fields refused by pydantic, as FastAPI reports an invalid body (its 422, or
+    OpenAI's 400 on /v1), each error located under `body`."""
+    return RequestValidationError(
+        [{**item, "loc": ("body", *item["loc"])} for item in error.errors(include_url=False)]
+    )
 
 
 def not_found(job_id: str) -> ServiceError:

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from starlette.requests import Request
 
 from api.errors import InvalidField, ServiceError
+from common.contract import PublicStatus
 
 PREFIX = "/v1/"
 
@@ -142,3 +143,19 @@ def validation_answer(errors: Sequence[Any]) -> JSONResponse:
     if param is not None:
         message = f"{param}: {message}"
     return JSONResponse(error_body(400, message, param, "invalid_value"), status_code=400)
+
+
+def ended_without_result(
+    job_id: str, status: str, error: str | None, job_id_header: str | None = None
+) -> OpenAIError:
+    """The error for a job that failed (500 `job_failed`) or was canceled (409 `job_canceled`);
+    an SDK retry of the request is answered the same."""
+    headers = {job_id_header: job_id} if job_id_header else None
+    if status == PublicStatus.FAILED:
+        return OpenAIError(
+            500, f"the transcription failed: {error or 'no reason recorded'} (job {job_id})",
+            code="job_failed", headers=headers,
+        )  # fmt: skip
+    return OpenAIError(
+        409, f"the transcription was {status} (job {job_id})", code=f"job_{status}", headers=headers
+    )

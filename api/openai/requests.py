@@ -6,10 +6,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from api.errors import InvalidField
+from api.errors import InvalidField, invalid_body
 from api.http.schemas import TranscribeForm
 from api.openai.errors import OpenAIError, model_not_found
 from api.openai.models import resolve
@@ -82,9 +81,7 @@ def parse_form(fields: dict[str, str], repeated: dict[str, list[str]], task: Tas
     try:
         form = AudioForm.model_validate(data)
     except ValidationError as error:
-        raise RequestValidationError(
-            [{**item, "loc": ("body", *item["loc"])} for item in error.errors(include_url=False)]
-        ) from None
+        raise invalid_body(error) from None
     if form.timestamp_granularities and form.response_format != ResponseFormat.VERBOSE_JSON:
         raise OpenAIError(
             400,

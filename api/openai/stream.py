@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from api.http.deps import Submitting
 from api.jobs.events import JobEventReader
 from api.jobs.long_poll import read_status
-from api.openai.errors import error_body
+from api.openai.errors import ended_without_result, error_body
 from api.openai.jobs import client_left
 from common.contract import PublicStatus
 from common.events import EventKind
@@ -93,14 +93,8 @@ async def _ending(on: Submitting, job_id: str) -> bytes:
     if status is not None and status.status == PublicStatus.FINISHED and status.result is not None:
         return _data({"type": "transcript.text.done", "text": status.result.text})
     state = status.status if status is not None else "gone"
-    if state == PublicStatus.FAILED and status is not None:
-        reason = status.error or "no reason recorded"
-        return _data(
-            error_body(500, f"the transcription failed: {reason} (job {job_id})", code="job_failed")
-        )
-    return _data(
-        error_body(409, f"the transcription was {state} (job {job_id})", code=f"job_{state}")
-    )
+    ended = ended_without_result(job_id, state, status.error if status is not None else None)
+    return _data(ended.body())
 
 
 def stream_answer(reader: JobEventReader, on: Submitting, job_id: str) -> StreamingResponse:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request, Response
 
 from api.http.deps import EventReaderDep, JobWaiterDep, SubmittingDep
 from api.openai import responses
-from api.openai.errors import OpenAIError, documented
+from api.openai.errors import documented, ended_without_result
 from api.openai.jobs import submit_audio, wait_for_end
 from api.openai.requests import GRANULARITIES_FIELD, ResponseFormat
 from api.openai.stream import stream_answer
@@ -91,23 +91,10 @@ async def _answer(
     if status is None:  # the client is gone: nobody reads this
         return Response(status_code=499, headers={JOB_ID_HEADER: accepted.job_id})
     if status.status != PublicStatus.FINISHED or status.result is None:
-        raise ended_without_result(accepted.job_id, status.status, status.error)
+        raise ended_without_result(accepted.job_id, status.status, status.error, JOB_ID_HEADER)
     answer = responses.answer(status.result, form, task)
     answer.headers[JOB_ID_HEADER] = accepted.job_id
     return answer
-
-
-def ended_without_result(job_id: str, status: str, error: str | None) -> OpenAIError:
-    """The answer for a job that failed or was canceled (an SDK retry is answered the same)."""
-    headers = {JOB_ID_HEADER: job_id}
-    if status == PublicStatus.FAILED:
-        return OpenAIError(
-            500, f"the transcription failed: {error or 'no reason recorded'} (job {job_id})",
-            code="job_failed", headers=headers,
-        )  # fmt: skip
-    return OpenAIError(
-        409, f"the transcription was {status} (job {job_id})", code=f"job_{status}", headers=headers
-    )
 
 
 @router.post(

@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from api.errors import InvalidField
+from api.errors import InvalidField, invalid_body
 from api.http.deps import SubmittingDep
 from api.http.schemas import SUBMISSION_ERRORS, JobAccepted, TranscribeForm, errors
 from api.intake.multipart import ReceivedForm, receive_form
@@ -40,9 +39,7 @@ def _parse_fields(form: ReceivedForm) -> TranscribeForm:
     try:
         params = TranscribeForm.model_validate(fields)
     except ValidationError as error:
-        raise RequestValidationError(
-            [{**item, "loc": ("body", *item["loc"])} for item in error.errors(include_url=False)]
-        ) from None
+        raise invalid_body(error) from None
     if not form.has_file:
         raise InvalidField("file", "Field required", kind="missing")
     return params
