@@ -10,7 +10,14 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
@@ -79,6 +86,50 @@ class TranscribeOptions(BaseModel):
             "only 0)."
         ),
     )
+    diarize: bool = Field(
+        default=False, description="Label each segment and word with its speaker (SPEAKER_00, ...)."
+    )
+    num_speakers: int | None = Field(
+        default=None, ge=1, le=20, description="Exact number of speakers; estimated when unset."
+    )
+    min_speakers: int | None = Field(
+        default=None, ge=1, le=20, description="Fewest speakers to consider when estimating."
+    )
+    max_speakers: int | None = Field(
+        default=None, ge=1, le=20, description="Most speakers to consider when estimating."
+    )
+
+    @model_validator(mode="after")
+    def _speaker_counts(self) -> TranscribeOptions:
+        """Speaker counts only with diarize, and either an exact count or a consistent range."""
+        counts = {
+            "num_speakers": self.num_speakers,
+            "min_speakers": self.min_speakers,
+            "max_speakers": self.max_speakers,
+        }
+        given = [name for name, value in counts.items() if value is not None]
+        if given and not self.diarize:
+            raise ValueError(f"{given[0]} needs diarize=true")
+        if self.num_speakers is not None and (
+            self.min_speakers is not None or self.max_speakers is not None
+        ):
+            raise ValueError("give num_speakers or min_speakers/max_speakers, not both")
+        if (
+            self.min_speakers is not None
+            and self.max_speakers is not None
+            and self.min_speakers > self.max_speakers
+        ):
+            raise ValueError("min_speakers must not exceed max_speakers")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _leave_off_diarize(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """A job that is not diarized carries no `diarize` field, as before the option existed,
+        so its request stays minimal and readable by workers of the previous release."""
+        data: dict[str, Any] = handler(self)
+        if not self.diarize:
+            data.pop("diarize", None)
+        return data
 
 
 class JobRequest(BaseModel):

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
+
+WordTimingSource = Literal["wav2vec2", "cross-attention", "whisper-timestamped"]
+"""Where a transcript's word timings came from."""
 
 
 class Word(BaseModel):
@@ -12,6 +17,7 @@ class Word(BaseModel):
     start: float = Field(ge=0)
     end: float = Field(ge=0)
     probability: float | None = Field(default=None, ge=0, le=1)
+    speaker: str | None = Field(default=None, description="SPEAKER_00, ... when diarized.")
 
 
 class Segment(BaseModel):
@@ -23,6 +29,7 @@ class Segment(BaseModel):
     end: float = Field(ge=0)
     text: str
     words: list[Word] = Field(default_factory=list)
+    speaker: str | None = Field(default=None, description="SPEAKER_00, ... when diarized.")
     seek: int | None = Field(
         default=None, ge=0, description="Start of the window it was decoded in, 10 ms frames."
     )
@@ -47,6 +54,7 @@ class Timings(BaseModel):
     decode_s: float = 0.0
     transcribe_s: float = 0.0
     align_s: float = 0.0
+    diarize_s: float = 0.0
     total_s: float = 0.0
 
 
@@ -60,6 +68,15 @@ class Transcript(BaseModel):
     duration: float = Field(ge=0, description="Length of the decoded audio, seconds.")
     text: str
     segments: list[Segment]
+    word_timing_source: WordTimingSource | None = Field(
+        default=None, description="What timed the words; None when there are no word timings."
+    )
+    speakers: list[str] = Field(
+        default_factory=list, description="The speakers found when diarized, in label order."
+    )
+    diarization_backend: str | None = Field(
+        default=None, description="Which diarization backend labelled the speakers."
+    )
     timings: Timings = Field(default_factory=Timings)
     notes: list[str] = Field(
         default_factory=list,
