@@ -83,6 +83,14 @@ def build_segment(
     )
 
 
+def time_floor(previous: Segment | None) -> float:
+    """Where the segment after `previous` may start: after its start and its last word's start,
+    so that segment and word starts never go back in time across segments."""
+    if previous is None:
+        return 0.0
+    return max(previous.start, previous.words[-1].start if previous.words else 0.0)
+
+
 def join_text(segments: Iterable[Segment]) -> str:
     """The full transcript text: segment texts joined by single spaces."""
     return " ".join(segment.text for segment in segments if segment.text).strip()

@@ -24,7 +24,7 @@ from whisper.model import Whisper
 
 from common.catalog import is_english_only
 from common.contract import TranscribeOptions
-from common.transcript import Segment, Timings, Transcript
+from common.transcript import Segment, Timings, Transcript, WordTimingSource
 from worker.engines.base import (
     SAMPLE_RATE,
     Audio,
@@ -36,7 +36,7 @@ from worker.engines.base import (
     discard_segment,
 )
 from worker.engines.ct2_convert import ensure_converted, load_converted_model
-from worker.engines.mapping import RawWord, build_segment, decoding_of, join_text
+from worker.engines.mapping import RawWord, build_segment, decoding_of, join_text, time_floor
 from worker.models import BUNDLED_MODEL, bundled_model_dir
 
 logger = logging.getLogger(__name__)
@@ -53,6 +53,10 @@ VAD_METHOD = "auditok"
 """whisper-timestamped's default VAD (silero) comes from torch.hub; auditok is local."""
 
 STAGE = "transcribing"
+
+WORD_TIMING_NOTE = (
+    "word timings from whisper-timestamped (Whisper's cross-attention, with its confidences)"
+)
 
 # One whisper-timestamped call at a time per process: it hooks into the model's attention while
 # it decodes, and progress is read by swapping whisper.transcribe's tqdm for the call.
@@ -244,7 +248,6 @@ def _to_segments(
 ) -> list[Segment]:
     """The library's segments as the project's: times inside the audio, words monotonic."""
     segments: list[Segment] = []
-    previous_start = 0.0
     for index, raw in enumerate(raw_segments):
         words = [
             RawWord(
@@ -262,10 +265,9 @@ def _to_segments(
             str(raw["text"]),
             words,
             duration,
-            previous_start,
+            time_floor(segments[-1] if segments else None),
             decoding_of(raw),
         )
-        previous_start = segment.start
         segments.append(segment)
     return segments
 
@@ -324,6 +326,7 @@ class TimestampedEngine:
         language, language_probability = self._language(samples, options, notes)
         segments: list[Segment] = []
         text = ""
+        word_timing_source: WordTimingSource | None = None
         if samples.size:  # auditok fails on empty audio, and there is nothing to decode
             kwargs = self._library_options(options, language, notes)
             live = _LiveSegments(on_segment, duration)
@@ -334,6 +337,9 @@ class TimestampedEngine:
             ):
                 result = whisper_timestamped.transcribe(self._model, samples, **kwargs)
             segments = _to_segments(result["segments"], duration, options.word_timestamps)
+            if any(segment.words for segment in segments):
+                word_timing_source = "whisper-timestamped"
+                notes.append(WORD_TIMING_NOTE)
             # The library's own text: joining segments would add spaces to e.g. Chinese.
             text = str(result.get("text") or join_text(segments)).strip()
         progress(STAGE, 100.0)
@@ -345,6 +351,7 @@ class TimestampedEngine:
             duration=duration,
             text=text,
             segments=segments,
+            word_timing_source=word_timing_source,
             timings=Timings(transcribe_s=time.perf_counter() - started),
             notes=notes,
         )

@@ -1,4 +1,5 @@
-"""The whisperx adapter: batched faster-whisper with pyannote VAD, then wav2vec2 word alignment."""
+"""The whisperx adapter: batched faster-whisper with pyannote VAD; words timed by Whisper's
+cross-attention as each chunk is decoded, re-timed by wav2vec2 alignment where that is at hand."""
 
 from __future__ import annotations
 
@@ -7,15 +8,22 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from common.catalog import is_english_only
 from common.contract import TranscribeOptions
-from common.transcript import Segment, Timings, Transcript
+from common.transcript import Segment, Timings, Transcript, WordTimingSource
 from worker.engines import base
-from worker.engines.mapping import RawWord, build_segment, decoding_of, join_text
+from worker.engines.mapping import RawWord, build_segment, decoding_of, join_text, time_floor
+from worker.engines.word_timing import (
+    ALIGNMENT_SUBDIR,
+    DecodedChunk,
+    cross_attention_words,
+    wav2vec2_unavailable,
+)
 from worker.models import BUNDLED_MODEL, bundled_model_dir
 
 log = logging.getLogger(__name__)
@@ -108,19 +116,9 @@ def chunk_groups(chunks: list[dict[str, Any]], batch_size: int) -> list[list[dic
 
 
 def _to_segment(
-    item: dict[str, Any], previous: Segment | None, duration: float, aligned: bool
+    item: dict[str, Any], previous: Segment | None, duration: float, words: list[RawWord]
 ) -> Segment:
-    """One of whisperx's segments as the project's, numbered and clamped after `previous`
-    (words only when aligned: unaligned segments carry none)."""
-    words = [
-        RawWord(
-            text=str(word.get("word", "")),
-            start=word.get("start"),
-            end=word.get("end"),
-            probability=word.get("score"),
-        )
-        for word in (item.get("words") or [] if aligned else [])
-    ]
+    """One of whisperx's segments as the project's, numbered and clamped after `previous`."""
     return build_segment(
         0 if previous is None else previous.id + 1,
         float(item.get("start", 0.0)),
@@ -128,9 +126,42 @@ def _to_segment(
         str(item.get("text", "")),
         words,
         duration,
-        0.0 if previous is None else previous.start,
+        time_floor(previous),
         decoding_of(item),
     )
+
+
+def _aligned_words(item: dict[str, Any]) -> list[RawWord]:
+    """The words of a segment that whisperx.align returned (times may be missing)."""
+    return [
+        RawWord(
+            text=str(word.get("word", "")),
+            start=word.get("start"),
+            end=word.get("end"),
+            probability=word.get("score"),
+        )
+        for word in item.get("words") or []
+    ]
+
+
+@contextmanager
+def _kept_encodings(model: Any) -> Iterator[list[Any]]:
+    """Every encoder output `model` (faster-whisper's WhisperModel) computes inside the block,
+    in order: the batch of chunks whisperx decodes is encoded once, and the cross-attention
+    word timings need that same output (encoding again would double the encoder's cost)."""
+    kept: list[Any] = []
+    encode = model.encode
+
+    def keeping(features: Any) -> Any:
+        output = encode(features)
+        kept.append(output)
+        return output
+
+    model.encode = keeping
+    try:
+        yield kept
+    finally:
+        del model.encode  # the class's method again
 
 
 def group_progress(
@@ -177,18 +208,81 @@ class WhisperXEngine:
         self._lock = threading.Lock()
 
     def _aligner(self, language: str) -> tuple[Any, dict[str, Any]] | str:
-        """The alignment model for a language, or why there is none (remembered either way)."""
+        """The wav2vec2 alignment model for a language, from the model cache only, or why it
+        could not be loaded (remembered either way)."""
         if language not in self._aligners:
             try:
                 self._aligners[language] = self._whisperx.load_align_model(
                     language_code=language,
                     device=self._spec.device,
-                    model_dir=str(Path(self._context.model_cache_dir) / "alignment"),
+                    model_dir=str(Path(self._context.model_cache_dir) / ALIGNMENT_SUBDIR),
+                    model_cache_only=True,
                 )
-            except Exception as error:  # no aligner: fall back to segment timings
+            except Exception as error:  # a damaged cache entry: cross-attention words stay
                 log.warning("no alignment model for %r: %s", language, error)
                 self._aligners[language] = f"{type(error).__name__}: {error}"
         return self._aligners[language]
+
+    def _wav2vec2_refusal(self, language: str, options: TranscribeOptions) -> str | None:
+        """Why this job's words are not re-timed by wav2vec2, or None when they can be."""
+        if options.task != "transcribe":
+            return "wav2vec2 aligns transcriptions, not translations"
+        if not self._context.align:
+            return "WHISPERX_ALIGN is false on this server"
+        missing = wav2vec2_unavailable(language, Path(self._context.model_cache_dir))
+        if missing is not None:
+            return f"no wav2vec2 alignment for {language!r} offline: {missing}"
+        return None
+
+    def _encode(self, audio: base.Audio, chunks: list[DecodedChunk]) -> Any:
+        """The encoder's output for `chunks`, as whisperx's pipeline computes its features."""
+        import numpy as np
+        from whisperx.audio import N_SAMPLES, log_mel_spectrogram
+
+        model = self._pipeline.model
+        n_mels = model.feat_kwargs.get("feature_size") or 80
+        features = []
+        for chunk in chunks:
+            piece = audio[int(chunk.start * base.SAMPLE_RATE) : int(chunk.end * base.SAMPLE_RATE)]
+            mel = log_mel_spectrogram(piece, n_mels=n_mels, padding=N_SAMPLES - piece.shape[0])
+            features.append(mel.numpy())
+        return model.encode(np.stack(features))
+
+    def _cross_attention(
+        self,
+        audio: base.Audio,
+        decoded: list[dict[str, Any]],
+        encodings: list[Any],
+        language: str,
+        task: str,
+        last_speech_s: float,
+    ) -> tuple[list[list[RawWord]], float]:
+        """Words for one step's decoded segments (one per chunk), timed by Whisper's
+        cross-attention on the step's own encoder output (encoded again only when the
+        pipeline's is not the step's batch)."""
+        from faster_whisper.tokenizer import Tokenizer
+
+        model = self._pipeline.model
+        chunks = [
+            DecodedChunk(float(item["start"]), float(item["end"]), str(item.get("text", "")))
+            for item in decoded
+        ]
+        if not chunks:
+            return [], last_speech_s
+        last = encodings[-1] if encodings else None
+        encoded = last if last is not None and last.shape[0] == len(chunks) else None
+        tokenizer = Tokenizer(
+            model.hf_tokenizer, model.model.is_multilingual, task=task, language=language
+        )
+        options = self._pipeline.options
+        return cross_attention_words(
+            model,
+            tokenizer,
+            encoded if encoded is not None else self._encode(audio, chunks),
+            chunks,
+            (options.prepend_punctuations, options.append_punctuations),
+            last_speech_s,
+        )
 
     def _speech_chunks(self, audio: base.Audio, vad: bool) -> list[dict[str, Any]]:
         """The chunks the pipeline decodes: its VAD's, merged up to CHUNK_S, exactly as
@@ -230,12 +324,13 @@ class WhisperXEngine:
         language: str | None,
         options: TranscribeOptions,
         progress: base.ProgressCallback,
-        on_segments: Callable[[list[dict[str, Any]]], None],
+        on_segments: Callable[[list[dict[str, Any]], list[list[RawWord]]], None],
         notes: list[str],
     ) -> dict[str, Any]:
         """The pipeline driven in steps: its VAD once, then one call per group of chunks
         (`chunk_groups`), each group's segments handed to `on_segments` as soon as it is
-        decoded; the job's decoding options set for the calls and restored after.
+        decoded, with their words timed by cross-attention when the job wants words (else
+        none); the job's decoding options set for the calls and restored after.
 
         The first call detects the language (when not given) and later calls reuse it, so the
         result equals one call on the whole audio; progress counts chunks over all the groups.
@@ -253,6 +348,7 @@ class WhisperXEngine:
         if not options.vad:
             notes.append(f"VAD off: decoded in consecutive {CHUNK_S:.0f} s windows")
         segments: list[dict[str, Any]] = []
+        last_speech_s = 0.0
         with self._lock:
             saved_options, saved_vad = pipeline.options, pipeline.vad_model
             try:
@@ -262,17 +358,30 @@ class WhisperXEngine:
                 for group in chunk_groups(chunks, self._context.batch_size):
                     progress("transcribing", 100.0 * done / max(len(chunks), 1))
                     pipeline.vad_model = precomputed_chunks(group)
-                    raw = pipeline.transcribe(
-                        audio,
-                        batch_size=self._context.batch_size,
-                        language=language,
-                        task=options.task,
-                        progress_callback=group_progress(progress, done, len(group), len(chunks)),
-                    )
+                    with _kept_encodings(pipeline.model) as encodings:
+                        raw = pipeline.transcribe(
+                            audio,
+                            batch_size=self._context.batch_size,
+                            language=language,
+                            task=options.task,
+                            progress_callback=group_progress(
+                                progress, done, len(group), len(chunks)
+                            ),
+                        )
                     language = language or raw.get("language")
                     decoded = list(raw.get("segments") or [])
+                    words: list[list[RawWord]] = [[] for _ in decoded]
+                    if options.word_timestamps and decoded:
+                        words, last_speech_s = self._cross_attention(
+                            audio,
+                            decoded,
+                            encodings,
+                            str(language or "en"),
+                            options.task,
+                            last_speech_s,
+                        )
                     segments += decoded
-                    on_segments(decoded)
+                    on_segments(decoded, words)
                     done += len(group)
             finally:
                 pipeline.options, pipeline.vad_model = saved_options, saved_vad
@@ -290,10 +399,12 @@ class WhisperXEngine:
         on_segment: base.SegmentCallback = base.discard_segment,
     ) -> Transcript:
         """Transcribe with VAD-cut batches, handing over each group's segments as it is
-        decoded, then align words when an aligner is available.
+        decoded (with words timed by Whisper's cross-attention, unless word_timestamps is
+        false), then re-time the words by wav2vec2 alignment where its model and nltk's
+        punkt_tab are in the model cache (see `word_timing`).
 
-        Without alignment the transcript's segments are the ones handed over; alignment
-        re-times them and may split them, so aligned segments can differ from the live ones.
+        Without wav2vec2 the transcript's segments are the ones handed over; alignment re-times
+        them and may split them, so aligned segments can differ from the live ones.
         """
         duration = len(audio) / base.SAMPLE_RATE
         notes: list[str] = []
@@ -302,9 +413,9 @@ class WhisperXEngine:
         language = "en" if is_english_only(self._spec.model) else options.language
         live: list[Segment] = []
 
-        def hand_over(decoded: list[dict[str, Any]]) -> None:
-            for item in decoded:
-                segment = _to_segment(item, live[-1] if live else None, duration, aligned=False)
+        def hand_over(decoded: list[dict[str, Any]], words: list[list[RawWord]]) -> None:
+            for item, item_words in zip(decoded, words, strict=True):
+                segment = _to_segment(item, live[-1] if live else None, duration, item_words)
                 live.append(segment)
                 on_segment(segment)
 
@@ -315,37 +426,24 @@ class WhisperXEngine:
 
         align_s = 0.0
         segments = live
+        source: WordTimingSource | None = None
         if not options.word_timestamps:
             notes.append("word timings not requested (word_timestamps=false)")
-        elif options.task != "transcribe":
-            notes.append("word timings are not aligned for translations")
-        elif not self._context.align:
-            notes.append("word timings off: WHISPERX_ALIGN is false on this server")
-        elif segments_raw:
-            progress("aligning", 0.0)
+        elif any(segment.words for segment in live):
+            source = "cross-attention"
             started = time.perf_counter()
-            aligner = self._aligner(detected)
-            if isinstance(aligner, str):
-                notes.append(
-                    f"word timings unavailable: no alignment model for language {detected!r} "
-                    f"could be loaded ({aligner[:200]}); segment timings only"
-                )
-            else:
-                model, metadata = aligner
-                result = self._whisperx.align(
-                    segments_raw,
-                    model,
-                    metadata,
-                    audio,
-                    self._spec.device,
-                    return_char_alignments=False,
-                    progress_callback=lambda percent: progress("aligning", float(percent)),
-                )
-                segments = []
-                for item in result.get("segments") or []:
-                    previous = segments[-1] if segments else None
-                    segments.append(_to_segment(item, previous, duration, aligned=True))
+            refusal = self._wav2vec2_refusal(detected, options)
+            if refusal is None:
+                progress("aligning", 0.0)
+                refusal, aligned = self._wav2vec2(audio, segments_raw, detected, progress)
+                if aligned is not None:
+                    segments, source = aligned, "wav2vec2"
             align_s = time.perf_counter() - started
+            notes.append(
+                "word timings from wav2vec2 alignment"
+                if refusal is None
+                else f"word timings from Whisper's cross-attention; {refusal}"
+            )
         progress("done", 100.0)
         return Transcript(
             engine="whisperx",
@@ -354,6 +452,40 @@ class WhisperXEngine:
             duration=duration,
             text=join_text(segments),
             segments=segments,
+            word_timing_source=source,
             timings=Timings(transcribe_s=transcribe_s, align_s=align_s),
             notes=notes,
         )
+
+    def _wav2vec2(
+        self,
+        audio: base.Audio,
+        segments_raw: list[dict[str, Any]],
+        language: str,
+        progress: base.ProgressCallback,
+    ) -> tuple[str | None, list[Segment] | None]:
+        """whisperx's wav2vec2 alignment of the decoded segments: (None, the re-timed segments),
+        or (why not, None) when its model cannot be loaded or the alignment fails."""
+        aligner = self._aligner(language)
+        if isinstance(aligner, str):
+            return f"the wav2vec2 model for {language!r} did not load ({aligner[:200]})", None
+        model, metadata = aligner
+        duration = len(audio) / base.SAMPLE_RATE
+        try:
+            result = self._whisperx.align(
+                segments_raw,
+                model,
+                metadata,
+                audio,
+                self._spec.device,
+                return_char_alignments=False,
+                progress_callback=lambda percent: progress("aligning", float(percent)),
+            )
+        except Exception as error:  # the words keep their cross-attention times
+            log.warning("wav2vec2 alignment failed for %r: %s", language, error)
+            return f"wav2vec2 alignment failed ({type(error).__name__}: {error})"[:300], None
+        segments: list[Segment] = []
+        for item in result.get("segments") or []:
+            previous = segments[-1] if segments else None
+            segments.append(_to_segment(item, previous, duration, _aligned_words(item)))
+        return None, segments
