@@ -13,7 +13,7 @@ const SPEAKER_COLOURS = 8;
 const page = {
   key: sessionStorage.getItem(KEY_STORAGE) || "",
   hasEvents: false,
-  formats: ["json", "txt", "srt", "vtt", "tsv"],
+  formats: ["json", "txt", "srt", "vtt", "tsv", "rttm"],
   session: [],
   cursor: null,
   viewing: null,
@@ -568,8 +568,10 @@ async function show(job) {
     player.hidden = true;
     $("audio-note").hidden = false;
   }
+  // rttm holds speaker turns: the server answers 409 for a job that was not diarized.
+  const diarized = (result.speakers || []).length > 0 || Boolean(result.diarization_backend);
   $("downloads").replaceChildren(
-    ...page.formats.map((format) =>
+    ...page.formats.filter((format) => format !== "rttm" || diarized).map((format) =>
       el("button", {
         type: "button",
         text: format.toUpperCase(),

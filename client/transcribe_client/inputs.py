@@ -20,8 +20,8 @@ MEDIA_EXTENSIONS: frozenset[str] = frozenset(
 """The extensions the server accepts, picked from folders (a test keeps them equal to the
 server's); a file named on the command line is sent whatever its extension."""
 
-FORMATS: tuple[str, ...] = ("srt", "vtt", "txt", "tsv", "json")
-"""The output formats the server renders (GET /result/{id}?format=)."""
+FORMATS: tuple[str, ...] = ("srt", "vtt", "txt", "tsv", "json", "rttm")
+"""The output formats the server renders (GET /result/{id}?format=); rttm for diarized jobs."""
 
 GLOB_CHARACTERS = frozenset("*?[")
 URL_SCHEMES = ("http://", "https://")

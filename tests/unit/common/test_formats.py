@@ -307,7 +307,7 @@ def test_non_finite_time_is_refused(fmt: OutputFormat) -> None:
 
 
 def test_output_formats_are_the_query_values() -> None:
-    assert [fmt.value for fmt in OutputFormat] == ["json", "txt", "srt", "vtt", "tsv"]
+    assert [fmt.value for fmt in OutputFormat] == ["json", "txt", "srt", "vtt", "tsv", "rttm"]
     assert OutputFormat("srt") is OutputFormat.SRT
 
 
@@ -319,6 +319,7 @@ def test_output_formats_are_the_query_values() -> None:
         (OutputFormat.SRT, "application/x-subrip; charset=utf-8"),
         (OutputFormat.VTT, "text/vtt; charset=utf-8"),
         (OutputFormat.TSV, "text/tab-separated-values; charset=utf-8"),
+        (OutputFormat.RTTM, "text/plain; charset=utf-8"),
     ],
 )
 def test_media_type(fmt: OutputFormat, expected: str) -> None:
