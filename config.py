@@ -328,7 +328,12 @@ class Settings(BaseSettings):
         description="Models a worker keeps warm at once; the least recently used goes.",
     )
     whisperx_align: bool = Field(
-        default=True, description="Word alignment with a wav2vec2 model when one can be loaded."
+        default=True,
+        description=(
+            "whisperx re-times words with wav2vec2 where its model and nltk's punkt_tab are in "
+            "MODEL_CACHE_DIR (`python -m worker.models fetch-aligners`); false keeps Whisper's "
+            "cross-attention timings."
+        ),
     )
 
     # --- OpenAI-compatible routes -------------------------------------------------------------
