@@ -58,6 +58,8 @@ def test_translations_ignore_language_and_translate() -> None:
     [
         ({"model": "whisper-1", "language": "xx"}, "language"),
         ({"model": "whisper-1", "response_format": "diarized_json"}, "response_format"),
+        # Our own rttm download is not one of OpenAI's formats.
+        ({"model": "whisper-1", "response_format": "rttm"}, "response_format"),
         ({"model": "whisper-1", "temperature": "2"}, "temperature"),
         ({}, "model"),
     ],
