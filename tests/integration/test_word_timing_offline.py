@@ -9,6 +9,11 @@ from pathlib import Path
 import nltk
 import pytest
 
+from common.contract import TranscribeOptions
+from tests.audio import JFK
+from worker.audio import decode_audio
+from worker.engines.base import LoadContext, ModelSpec
+from worker.engines.whisperx_engine import WhisperXEngine
 from worker.engines.word_timing import (
     ALIGNMENT_SUBDIR,
     NLTK_SUBDIR,
@@ -17,6 +22,7 @@ from worker.engines.word_timing import (
     punkt_language,
     wav2vec2_unavailable,
 )
+from worker.models import BUNDLED_MODEL
 
 pytestmark = pytest.mark.integration
 
@@ -88,3 +94,27 @@ def test_wav2vec2_needs_both_the_model_and_punkt(tmp_path: Path, have_model: boo
         (tmp_path / ALIGNMENT_SUBDIR).mkdir()
         (tmp_path / ALIGNMENT_SUBDIR / ENGLISH_CHECKPOINT).write_bytes(b"weights")
     assert (wav2vec2_unavailable("en", tmp_path) is None) is have_model
+
+
+def test_a_damaged_aligner_leaves_the_cross_attention_words(tmp_path: Path) -> None:
+    """The check passes (a file where the aligner belongs, punkt_tab installed), the model does
+    not load: the job still has its words, and the note says why they are not wav2vec2's."""
+    add_punkt(tmp_path, "english")
+    (tmp_path / ALIGNMENT_SUBDIR).mkdir()
+    (tmp_path / ALIGNMENT_SUBDIR / ENGLISH_CHECKPOINT).write_bytes(b"not a checkpoint")
+    spec = ModelSpec(engine="whisperx", model=BUNDLED_MODEL, device="cpu", compute_type="int8")
+    engine = WhisperXEngine(spec, LoadContext(model_cache_dir=str(tmp_path)))
+    audio = decode_audio(JFK, max_duration_s=60, timeout_s=60)
+
+    stages: list[tuple[str, float | None]] = []
+
+    transcript = engine.transcribe(
+        audio, TranscribeOptions(), lambda stage, percent: stages.append((stage, percent))
+    )
+
+    assert ("aligning", 0.0) in stages  # wav2vec2 was tried
+    assert transcript.word_timing_source == "cross-attention"
+    assert any(segment.words for segment in transcript.segments)
+    (note,) = [note for note in transcript.notes if "word timings" in note]
+    assert note.startswith("word timings from Whisper's cross-attention; the wav2vec2 model")
+    assert "did not load" in note
