@@ -257,7 +257,7 @@ def _subtitle_cues(
     transcript: Transcript, layout: SubtitleLayout, label: Callable[[str | None], str]
 ) -> list[_Cue]:
     """The cues of srt and vtt: segments without words whole, as `_segment_cues`; segments with
-    words cut by `cut_words`; a cue that runs past the next one's start ends there."""
+    words cut by `_cut_words`; a cue that runs past the next one's start ends there."""
     joiner = "" if transcript.language in NO_SPACE_LANGUAGES else " "
     cues: list[_Cue] = []
     for segment in transcript.segments:
@@ -265,7 +265,7 @@ def _subtitle_cues(
         if not segment.words:
             cues += [whole] if whole is not None else []
         else:
-            cues += cut_words(segment.words, segment.speaker, layout, label, joiner)
+            cues += _cut_words(segment.words, segment.speaker, layout, label, joiner)
     for index in range(len(cues) - 1):
         cue, following = cues[index], cues[index + 1]
         if cue.start_ms <= following.start_ms < cue.end_ms:
@@ -285,7 +285,7 @@ CLAUSE_ENDS = (".", ",", "?", "!", ";", ":", "…", "。", "\uff0c", "\uff1f", "
 """Marks after which a cue that must end is preferably cut (the rest opens the next cue)."""
 
 
-def cut_words(
+def _cut_words(
     words: Sequence[Word],
     speaker: str | None,
     layout: SubtitleLayout,
