@@ -111,7 +111,7 @@ def join_split_model(split: SplitModel, sources: list[Path], target: Path) -> Pa
     The join is written under a temporary name, checked against `split.sha256` and renamed, so
     no process ever loads a partial or wrong model.bin; processes that start together serialize
     on a lock file beside it and the later ones find it done. An existing model.bin is checked
-    too (once per call, about 0.3 s) and joined again when it does not match.
+    too (once per call, about 0.15 s) and joined again when it does not match.
     """
     target.mkdir(parents=True, exist_ok=True)
     model_bin = target / "model.bin"
