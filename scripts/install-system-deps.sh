@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Installs the system programs the service runs (ffmpeg, redis-server) when they are missing.
+# Installs the system programs the service runs (ffmpeg, redis-server) and its tests use (iproute2's
+# `ip`, prometheus with promtool) when they are missing.
 set -euo pipefail
 missing=()
 command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || missing+=(ffmpeg)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 [ ${#missing[@]} -eq 0 ] && exit 0
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -33,6 +33,7 @@ from common.fairness import feed
 from common.job_end import end_job
 from worker.failures import record_failure
 from worker.maintenance import maintenance_lock
+from worker.routing import RoutedQueue
 from worker.runtime import Runtime
 from worker.stopping import JobStopped, clear_stop, request_stop
 from worker.tasks import TranscriptionJob
@@ -51,14 +52,20 @@ class TranscriptionWorker(SimpleWorker):
     """Longest pause between reconnection attempts while Redis is down (rq's default is 60 s),
     so a worker is back at work within seconds of Redis."""
 
-    def __init__(self, *args: Any, runtime: Runtime, **kwargs: Any) -> None:
+    def __init__(self, queues: list[Queue], *args: Any, runtime: Runtime, **kwargs: Any) -> None:
+        """`queues` as `worker.routing.worker_queues` lists them (any Queue objects)."""
         settings = runtime.settings
         kwargs.setdefault("exception_handlers", [record_failure])
         kwargs.setdefault("job_class", TranscriptionJob)
         kwargs.setdefault("job_monitoring_interval", settings.heartbeat_interval_s)
         # A short registration TTL, so /health stops counting a killed worker within ~90 s.
         kwargs.setdefault("worker_ttl", max(settings.heartbeat_ttl_s, 20))
-        super().__init__(*args, **kwargs)
+        routed = [
+            RoutedQueue(queue.name, connection=queue.connection, serializer=queue.serializer)
+            for queue in queues
+        ]
+        kwargs["queue_class"] = RoutedQueue
+        super().__init__(routed, *args, **kwargs)
         self._runtime = runtime
         self._settings = settings
         self._running_job: Job | None = None
@@ -70,6 +77,25 @@ class TranscriptionWorker(SimpleWorker):
     def get_heartbeat_ttl(self, job: Job) -> int:  # noqa: ARG002 - same TTL for every job
         """A short TTL, renewed by the heartbeat thread: a dead worker's job expires quickly."""
         return self._settings.heartbeat_ttl_s
+
+    def reorder_queues(self, reference_queue: Queue) -> None:
+        """Round robin: after a job from one queue, the next queue is tried first, so a worker
+        of several engine/model pairs serves them in turns (rq's RoundRobinWorker)."""
+        if reference_queue not in self._ordered_queues:
+            return
+        position = self._ordered_queues.index(reference_queue)
+        self._ordered_queues = (
+            self._ordered_queues[position + 1 :] + self._ordered_queues[: position + 1]
+        )
+
+    def prepare_job_execution(
+        self,
+        job: Job,
+        remove_from_intermediate_queue: bool = False,  # noqa: ARG002 - always, see below
+    ) -> None:
+        """rq's bookkeeping at a job's start; the job always leaves its queue's intermediate
+        list, where every dequeue here puts it (rq assumes so only for a one-queue worker)."""
+        super().prepare_job_execution(job, remove_from_intermediate_queue=True)
 
     def execute_job(self, job: Job, queue: Queue) -> None:
         """Run the job in this process while a thread keeps its heartbeat and watches its time."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from common.catalog import EngineName, Route
 from config import Settings
 from worker.cache import ModelCache
 from worker.engines import resolve_engine
@@ -45,9 +46,16 @@ class Runtime:
         )
 
     def spec(self, engine: str, model: str) -> ModelSpec:
-        """The cache key of an engine and model on this worker's device."""
+        """The cache key of an engine and model on this worker's device, with the catalogue's
+        source for the name (MODELS) when it has one."""
+        catalogue = self.settings.catalogue()
         return ModelSpec(
-            engine=engine, model=model, device=self.device, compute_type=self.compute_type
+            engine=engine,
+            model=model,
+            device=self.device,
+            compute_type=self.compute_type,
+            source=catalogue.source(Route(EngineName(engine), model)),
+            english_only=catalogue.english_only(model),
         )
 
     def load(self, spec: ModelSpec) -> Engine:
