@@ -15,10 +15,12 @@ from rq.serializers import JSONSerializer
 
 from common.redis_conn import connect_redis
 from config import get_settings
+from worker import metrics
+from worker.engines.base import ModelLoadError
 from worker.maintenance import start_maintenance_thread
 from worker.routing import UnservableRoutes, served_routes, worker_queues
 from worker.rq_worker import TranscriptionWorker
-from worker.runtime import Runtime
+from worker.runtime import Runtime, start_idle_unloader
 from worker.webhooks import start_webhook_thread
 
 log = logging.getLogger(__name__)
@@ -36,7 +38,11 @@ def main() -> int:
     except UnservableRoutes as error:
         log.error("cannot start: %s", error)
         return 2
-    runtime = Runtime.from_settings(settings)
+    try:
+        runtime = Runtime.from_settings(settings)
+    except ValueError as error:  # DEVICE=cuda:N for a GPU this process cannot see
+        log.error("cannot start: %s", error)
+        return 2
     log.info(
         "worker starting: device=%s compute_type=%s threads=%d queue=%s serving=%s",
         runtime.device,
@@ -46,11 +52,23 @@ def main() -> int:
         ",".join(route.id for route in settings.worker_models) or "every offered model",
     )
     _limit_torch_threads(runtime.context.cpu_threads)
+    if settings.worker_metrics_port:
+        gpu = metrics.cuda_memory if runtime.device == "cuda" else None
+        metrics.serve_metrics(settings.worker_metrics_port, runtime.cache.loaded, gpu)
     connection = connect_redis(settings)
     queue = Queue(settings.queue_name, connection=connection, serializer=JSONSerializer)
     stop = threading.Event()
     start_maintenance_thread(queue, settings, stop)
     start_webhook_thread(queue, settings, stop)
+    try:
+        # Not registered (so neither counted nor routed to) until the preloads are in.
+        runtime.preload(settings.preload_models)
+    except ModelLoadError as error:
+        log.error("cannot start: PRELOAD_MODELS: %s", error)
+        stop.set()
+        return 2
+    start_idle_unloader(runtime, stop)
+    metrics.WORKER_READY.set(1)
     try:
         work_until_stopped(worker_queues(queue, routes), runtime)
     finally:

@@ -34,6 +34,7 @@ from common.fairness import feed
 from common.job_end import end_job
 from common.routing import QUEUES_KEY, family_queue_names
 from config import Settings
+from worker import metrics
 from worker.failures import record_failure
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,7 @@ def recover_abandoned(queue: Queue, settings: Settings, now: float | None = None
     for job_id in abandoned:
         job = load_job(queue, job_id)
         if job is not None:
+            metrics.attempt_failed(job)
             end_job(job, settings)
             recovered.append(job)
     return recovered

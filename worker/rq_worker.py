@@ -31,8 +31,10 @@ from common.cancellation import cancel_requested
 from common.contract import StageProgress, meta_of, store_meta
 from common.fairness import feed
 from common.job_end import end_job
-from worker.failures import record_failure
-from worker.maintenance import maintenance_lock
+from worker import metrics
+from worker.failures import is_out_of_memory, record_failure
+from worker.maintenance import maintenance_lock, recover_abandoned
+from worker.models import release_memory
 from worker.routing import RoutedQueue
 from worker.runtime import Runtime
 from worker.stopping import JobStopped, clear_stop, request_stop
@@ -104,15 +106,19 @@ class TranscriptionWorker(SimpleWorker):
             job.runtime = self._runtime
         with contextlib.suppress(RedisError):  # the next key's job takes the place on the queue
             feed(self.connection, queue.name)
+        metrics.job_started(job)
         finished = threading.Event()
         helper = threading.Thread(
             target=self._watch, args=(job, finished), name="job-heartbeat", daemon=True
         )
+        metrics.WORKER_BUSY.set(1)
         try:
             self.prepare_execution(job)
             helper.start()
-            self.perform_job(job, queue)
+            with self._runtime.cache.job():
+                self.perform_job(job, queue)
         finally:
+            metrics.WORKER_BUSY.set(0)
             finished.set()
             if helper.is_alive():
                 helper.join()
@@ -131,6 +137,9 @@ class TranscriptionWorker(SimpleWorker):
     def handle_exception(self, job: Job, *exc_info: Any) -> None:
         """A job that stopped on request, or failed after a cancel, is rq's `stopped`, not a
         failure: no retry, no traceback in the log; other exceptions go to rq's handling."""
+        if is_out_of_memory(exc_info[1]):
+            log.error("job %s ran out of GPU memory; the worker goes on", job.id)
+            release_memory(self._runtime.device)  # what the failed job held, for the next one
         if not isinstance(exc_info[1], JobStopped) and not self._cancel_requested(job):
             super().handle_exception(job, *exc_info)
             return
@@ -158,6 +167,8 @@ class TranscriptionWorker(SimpleWorker):
             ),
             f"record the result of job {job.id}",
         )
+        # The return value rq has just stored (perform_job keeps it on the job).
+        metrics.job_finished(job, getattr(job, "_result", None))
         end_job(job, self._settings)
 
     def handle_job_failure(
@@ -175,6 +186,7 @@ class TranscriptionWorker(SimpleWorker):
             ),
             f"record the failure of job {job.id}",
         )
+        metrics.attempt_failed(job)
         end_job(job, self._settings)
 
     def _outlast_redis_outage(self, action: Callable[[], T], what: str) -> T:
@@ -202,6 +214,7 @@ class TranscriptionWorker(SimpleWorker):
         for queue in self.queues:
             with maintenance_lock(queue) as held:
                 if held:
+                    recover_abandoned(queue, self._settings)  # counted, before rq's cleanup
                     clean_registries(queue, self._exc_handlers)
                     clean_worker_registry(queue)
         self.last_cleaned_at = datetime.now(UTC)  # type: ignore[assignment]

@@ -22,9 +22,11 @@ from starlette.responses import Response
 
 from api.errors import ServiceError, service_error_handler
 from api.http.deps import get_caller
+from api.http.metrics import RequestMetrics
 from api.http.routes import (
     health,
     jobs,
+    metrics,
     openai_audio,
     openai_models,
     results,
@@ -158,6 +160,9 @@ def create_app(settings: Settings) -> FastAPI:
             responses=openai_errors.OPENAI_KEY_ERRORS,
         )
     app.include_router(health.router)
+    if settings.metrics_enabled:
+        app.include_router(metrics.router)
+        app.add_middleware(RequestMetrics)
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RedisError, _redis_unavailable)
     app.add_exception_handler(RequestValidationError, _invalid_request)

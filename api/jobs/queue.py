@@ -22,6 +22,7 @@ from common.contract import (
     store_meta,
 )
 from common.fairness import feed, hold
+from common.metrics import JOBS_SUBMITTED
 from common.routing import route_queue
 from config import Settings
 
@@ -86,6 +87,7 @@ def enqueue_transcription(
         pipeline.execute()
     if owner is not None:
         feed(queue.connection, queue.name)
+    JOBS_SUBMITTED.labels(request.engine.value, request.model).inc()
     return job
 
 
