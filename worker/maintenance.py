@@ -32,7 +32,7 @@ from common.contract import (
 )
 from common.fairness import feed
 from common.job_end import end_job
-from common.routing import QUEUES_KEY, family_queue_names
+from common.routing import QUEUES_KEY, family_queue_names, service_queue_names
 from config import Settings
 from worker import metrics
 from worker.failures import record_failure
@@ -162,12 +162,15 @@ def run_maintenance(
     with maintenance_lock(queue) as held:
         if not held:
             return
-        for name in family_queue_names(queue.connection, queue.name):
+        with_jobs = family_queue_names(queue.connection, queue.name)
+        for name in with_jobs:
             each = Queue(name, connection=queue.connection, serializer=queue.serializer)
             recover_abandoned(each, settings, now)
             requeue_stranded(each, stranded_grace_s, now)
             feed(each.connection, each.name)  # a safety net: feeds happen at every move
-            clean_worker_registry(each)
+        served = service_queue_names(queue.connection, queue.name, settings.catalogue().routes())
+        for name in served:  # also the pairs that never had a job: their servability
+            clean_worker_registry(Queue(name, connection=queue.connection))
         reroute_unrouted(queue)
 
 

@@ -13,6 +13,7 @@ from rq.exceptions import DequeueTimeout
 
 from common.catalog import CatalogEntry, EngineName, Route
 from common.contract import load_job, public_status
+from common.routing import live_workers, serving
 from config import Settings
 from tests.fakes import enqueue_path, jobs_queue, queued_jobs
 from worker.maintenance import requeue_stranded, reroute_unrouted, run_maintenance
@@ -151,3 +152,19 @@ def test_jobs_queued_unrouted_are_moved_to_their_models_queue(
     settings.worker_models = [BASE]
     run_worker(queue, runtime)
     assert status(queue, job_id) == "finished"
+
+
+def test_maintenance_forgets_a_dead_workers_pairs(
+    queue: Queue, redis: fakeredis.FakeRedis, runtime: Runtime
+) -> None:
+    """A worker killed without a word stops counting as serving its pairs once its
+    registration expires, even for a pair that never had a job."""
+    worker = TranscriptionWorker(worker_queues(queue, [BASE]), connection=redis, runtime=runtime)
+    worker.register_birth()  # type: ignore[no-untyped-call]
+    assert serving(redis, queue.name, [BASE]) == {BASE: 1}
+    run_maintenance(queue, runtime.settings)
+    assert serving(redis, queue.name, [BASE]) == {BASE: 1}  # alive: kept
+    redis.delete(worker.key)  # its heartbeats stopped and the key expired
+    run_maintenance(queue, runtime.settings)
+    assert serving(redis, queue.name, [BASE]) == {BASE: 0}
+    assert live_workers(redis, queue.name) == 0
