@@ -145,6 +145,23 @@ def group_progress(
     return report
 
 
+def _source(spec: base.ModelSpec) -> str:
+    """What faster-whisper loads: the catalogue's directory or hub id, the bundled directory for
+    tiny.en, else the name (downloaded into the model cache)."""
+    if spec.source is not None and base.is_local_source(spec.source):
+        directory = Path(spec.source).expanduser()
+        if not directory.is_dir():
+            raise base.ModelLoadError(
+                f"whisperx could not load model {spec.model!r}: its catalogue directory "
+                f"{spec.source} does not exist"
+            )
+        return str(directory)
+    if spec.source is not None:
+        return spec.source
+    bundled = bundled_model_dir() if spec.model == BUNDLED_MODEL else None
+    return str(bundled) if bundled is not None else spec.model
+
+
 class WhisperXEngine:
     """One whisperx pipeline on one device, plus the alignment models it has loaded so far."""
 
@@ -155,14 +172,14 @@ class WhisperXEngine:
         self._whisperx = whisperx
         self._spec = spec
         self._context = context
-        bundled = bundled_model_dir() if spec.model == BUNDLED_MODEL else None
-        source = str(bundled) if bundled is not None else spec.model
+        self._english_only = spec.english_only or is_english_only(spec.model)
+        source = _source(spec)
         try:
             self._pipeline = whisperx.load_model(
                 source,
                 device=spec.device,
                 compute_type=spec.compute_type,
-                language="en" if is_english_only(spec.model) else None,
+                language="en" if self._english_only else None,
                 vad_method="pyannote",
                 download_root=str(Path(context.model_cache_dir) / "faster-whisper"),
                 local_files_only=False,
@@ -172,6 +189,8 @@ class WhisperXEngine:
             raise base.ModelLoadError(
                 f"whisperx could not load model {spec.model!r}: {type(error).__name__}: {error}"
             ) from error
+        # A model trained on English alone under a name that does not say so (a catalogue entry).
+        self._english_only |= not self._pipeline.model.model.is_multilingual
         self._aligners: dict[str, tuple[Any, dict[str, Any]] | str] = {}
         # Per-job options are set on the shared pipeline for the call: one call at a time.
         self._lock = threading.Lock()
@@ -299,7 +318,7 @@ class WhisperXEngine:
         notes: list[str] = []
         progress("transcribing", 0.0)
         started = time.perf_counter()
-        language = "en" if is_english_only(self._spec.model) else options.language
+        language = "en" if self._english_only else options.language
         live: list[Segment] = []
 
         def hand_over(decoded: list[dict[str, Any]]) -> None:

@@ -15,9 +15,10 @@ from pydantic import SecretStr
 from rq import Queue
 
 from api.http.deps import get_outbound_policy
-from common.contract import meta_of
+from common.contract import load_job, meta_of
 from common.outbound import IPAddress, OutboundPolicy, Unresolvable
 from config import Settings
+from tests.fakes import queued_jobs
 from tests.services import free_port
 from tests.unit.conftest import uploads_left
 
@@ -82,7 +83,7 @@ def test_options_travel_to_the_worker(client: TestClient, tone_wav: Path, queue:
         callback_url="https://hooks.example.com/done?key=1",
     )
     assert response.status_code == 200, response.text
-    job = queue.fetch_job(response.json()["job_id"])
+    job = load_job(queue, response.json()["job_id"])
     assert job is not None
     assert job.kwargs["options"] == {
         "language": "de",
@@ -100,7 +101,7 @@ def test_options_travel_to_the_worker(client: TestClient, tone_wav: Path, queue:
 @pytest.mark.usefixtures("resolver")
 def test_defaults_leave_options_minimal(client: TestClient, tone_wav: Path, queue: Queue) -> None:
     response = upload(client, tone_wav, engine="timestamped")
-    job = queue.fetch_job(response.json()["job_id"])
+    job = load_job(queue, response.json()["job_id"])
     assert job is not None
     assert job.kwargs["options"] == {"task": "transcribe", "vad": True, "word_timestamps": True}
     assert "callback_url" not in job.meta
@@ -143,7 +144,7 @@ def test_each_invalid_option_is_422_on_upload(
     assert response.status_code == 422, response.text
     assert field in str(response.json()["detail"])
     assert uploads_left(settings) == []
-    assert queue.count == 0
+    assert queued_jobs(queue) == 0
 
 
 @pytest.mark.parametrize(("fields", "field"), INVALID_FIELDS)
@@ -159,7 +160,7 @@ def test_each_invalid_option_is_422_on_url_input_before_any_download(
     assert response.status_code == 422, response.text
     assert field in str(response.json()["detail"])
     assert "audio.example.com" not in resolver.asked
-    assert queue.count == 0
+    assert queued_jobs(queue) == 0
 
 
 def test_callback_url_needs_a_webhook_secret(
@@ -293,7 +294,7 @@ def test_a_model_not_offered_is_422_with_the_servers_choices_and_the_value(
     assert detail["loc"] == ["body", "model"]
     assert detail["input"] == model
     assert "['tiny.en', 'base']" in detail["msg"]
-    assert queue.count == 0
+    assert queued_jobs(queue) == 0
     assert upload(client, tone_wav, engine="whisperx", model="base").status_code == 200
 
 
