@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 from rq import Queue
 
-from common.contract import load_job
+from common.contract import TranscribeOptions, load_job
 from common.job_status import describe_job
+from common.transcript import Transcript
 from config import Settings
 from tests.fakes import enqueue_audio, work
 from worker.engines import base
@@ -22,10 +23,16 @@ HUNGRY_MODEL = "hungry"
 class HungryEngine(FakeEngine):
     """The fake engine, except that the `hungry` model runs out of GPU memory mid-job."""
 
-    def transcribe(self, audio: base.Audio, options: object, progress: object) -> object:  # type: ignore[override]
+    def transcribe(
+        self,
+        audio: base.Audio,
+        options: TranscribeOptions,
+        progress: base.ProgressCallback,
+        on_segment: base.SegmentCallback = base.discard_segment,
+    ) -> Transcript:
         if self._spec.model == HUNGRY_MODEL:
             raise RuntimeError("CUDA failed with error out of memory")
-        return super().transcribe(audio, options, progress)  # type: ignore[arg-type]
+        return super().transcribe(audio, options, progress, on_segment)
 
 
 @pytest.mark.parametrize(
