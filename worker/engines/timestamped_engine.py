@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import itertools
 import logging
 import math
 import socket
@@ -38,6 +39,7 @@ from worker.engines.base import (
 )
 from worker.engines.ct2_convert import ensure_converted, load_converted_model
 from worker.engines.mapping import RawWord, build_segment, decoding_of, join_text
+from worker.engines.parts import first_part_cut, shifted
 from worker.models import BUNDLED_MODEL, bundled_model_dir
 
 logger = logging.getLogger(__name__)
@@ -54,6 +56,7 @@ VAD_METHOD = "auditok"
 """whisper-timestamped's default VAD (silero) comes from torch.hub; auditok is local."""
 
 STAGE = "transcribing"
+
 
 # One whisper-timestamped call at a time per process: it hooks into the model's attention while
 # it decodes, and progress is read by swapping whisper.transcribe's tqdm for the call.
@@ -209,8 +212,14 @@ class _LiveSegments:
         self._on_segment = on_segment
         self._duration = duration
         self._seen = 0
+        self._offset = 0.0
         self._previous: Segment | None = None
         self._broken = False
+
+    def next_part(self, offset: float) -> None:
+        """The next decoding call starts: its audio begins `offset` seconds into the job's."""
+        self._seen = 0
+        self._offset = offset
 
     def window_done(self, caller: types.FrameType) -> None:
         if self._broken:
@@ -231,6 +240,7 @@ class _LiveSegments:
 
     def _segment(self, raw: dict[str, Any], to_audio: TimeMap) -> Segment:
         start, end = to_audio(float(raw["start"]), float(raw["end"]))
+        start, end = start + self._offset, end + self._offset
         previous = self._previous
         segment = build_segment(
             0 if previous is None else previous.id + 1,
@@ -335,7 +345,8 @@ class TimestampedEngine:
         on_segment: SegmentCallback = discard_segment,
     ) -> Transcript:
         """Transcribe 16 kHz mono audio with whisper-timestamped, VAD by auditok when asked;
-        each 30 s window's segments go to `on_segment` as soon as it is decoded.
+        each 30 s window's segments go to `on_segment` as soon as it is decoded (long audio in
+        two calls, see `_decode`).
 
         English-only models always decode English. Otherwise the language is the job's, or the
         one detected on the first 30 s of speech (with its probability). Options this engine cannot
@@ -351,16 +362,9 @@ class TimestampedEngine:
         text = ""
         if samples.size:  # auditok fails on empty audio, and there is nothing to decode
             kwargs = self._library_options(options, language, notes)
-            live = _LiveSegments(on_segment, duration)
-            with (
-                _INFERENCE_LOCK,
-                _reporting_progress(lambda percent: progress(STAGE, percent), live.window_done),
-                _quiet_auditok(),
-            ):
-                result = whisper_timestamped.transcribe(self._model, samples, **kwargs)
-            segments = _to_segments(result["segments"], duration, options.word_timestamps)
-            # The library's own text: joining segments would add spaces to e.g. Chinese.
-            text = str(result.get("text") or join_text(segments)).strip()
+            raw_segments, text = self._decode(samples, kwargs, progress, on_segment)
+            segments = _to_segments(raw_segments, duration, options.word_timestamps)
+            text = text or join_text(segments)
         progress(STAGE, 100.0)
         return Transcript(
             engine=ENGINE_NAME,
@@ -373,6 +377,47 @@ class TimestampedEngine:
             timings=Timings(transcribe_s=time.perf_counter() - started),
             notes=notes,
         )
+
+    def _decode(
+        self,
+        samples: Audio,
+        kwargs: dict[str, Any],
+        progress: ProgressCallback,
+        on_segment: SegmentCallback,
+    ) -> tuple[list[dict[str, Any]], str]:
+        """whisper-timestamped's segments (job timeline) and text: one call, or two for long
+        audio (`first_part_cut`), the second prompted with the first's text as whisper
+        conditions each window on the text before it."""
+        duration = samples.size / SAMPLE_RATE
+        cut = first_part_cut(samples)
+        bounds = [0.0, duration] if cut is None else [0.0, cut, duration]
+        live = _LiveSegments(on_segment, duration)
+        raw_segments: list[dict[str, Any]] = []
+        texts: list[str] = []
+        for begin, end in itertools.pairwise(bounds):
+            part = samples[round(begin * SAMPLE_RATE) : round(end * SAMPLE_RATE)]
+            call = dict(kwargs)
+            if texts:
+                call["initial_prompt"] = " ".join(
+                    piece for piece in (kwargs.get("initial_prompt"), *texts) if piece
+                )
+
+            def report(percent: float, begin: float = begin, end: float = end) -> None:
+                progress(
+                    STAGE, min(99.0, 100.0 * (begin + (end - begin) * percent / 100) / duration)
+                )
+
+            live.next_part(begin)
+            with (
+                _INFERENCE_LOCK,
+                _reporting_progress(report, live.window_done),
+                _quiet_auditok(),
+            ):
+                result = whisper_timestamped.transcribe(self._model, part, **call)
+            raw_segments.extend(shifted(result["segments"], begin))
+            # The library's own text: joining segments would add spaces to e.g. Chinese.
+            texts.append(str(result.get("text") or "").strip())
+        return raw_segments, " ".join(piece for piece in texts if piece)
 
     def _language(
         self, samples: Audio, options: TranscribeOptions, notes: list[str]
