@@ -386,10 +386,11 @@ class TimestampedEngine:
         on_segment: SegmentCallback,
     ) -> tuple[list[dict[str, Any]], str]:
         """whisper-timestamped's segments (job timeline) and text: one call, or two for long
-        audio (`first_part_cut`), the second prompted with the first's text as whisper
-        conditions each window on the text before it."""
+        audio with VAD on (`first_part_cut`), the second prompted with the first's text as
+        whisper conditions each window on the text before it. Without VAD the job asked for
+        whisper's own 30 s windows over the whole audio, so it gets exactly those."""
         duration = samples.size / SAMPLE_RATE
-        cut = first_part_cut(samples)
+        cut = first_part_cut(samples) if kwargs["vad"] else None
         bounds = [0.0, duration] if cut is None else [0.0, cut, duration]
         live = _LiveSegments(on_segment, duration)
         raw_segments: list[dict[str, Any]] = []
