@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from config import Settings
 from worker.cache import ModelCache
+from worker.diarization import DiarizerSlot
+from worker.diarization.base import DiarizerContext
 from worker.engines import resolve_engine
 from worker.engines.base import Engine, LoadContext, ModelSpec
 from worker.models import cpu_threads, resolve_compute_type, resolve_device
@@ -21,14 +23,31 @@ class Runtime:
     compute_type: str
     context: LoadContext
     engines: dict[str, str] | None = None
+    diarizers: dict[str, str] | None = None
     cache: ModelCache = field(init=False)
+    diarizer: DiarizerSlot = field(init=False)
+    """The process's diarization backend, loaded by the first job with `diarize`."""
 
     def __post_init__(self) -> None:
         self.cache = ModelCache(self.load, self.settings.max_loaded_models)
+        token = self.settings.hf_token
+        context = DiarizerContext(
+            device=self.device,
+            model_cache_dir=str(self.settings.model_cache_dir),
+            pyannote_pipeline=self.settings.pyannote_pipeline,
+            hf_token=None if token is None else token.get_secret_value(),
+        )
+        self.diarizer = DiarizerSlot(self.settings.diarization_backend, context, self.diarizers)
 
     @classmethod
-    def from_settings(cls, settings: Settings, engines: dict[str, str] | None = None) -> Runtime:
-        """Resolve the device once and prepare an empty cache."""
+    def from_settings(
+        cls,
+        settings: Settings,
+        engines: dict[str, str] | None = None,
+        diarizers: dict[str, str] | None = None,
+    ) -> Runtime:
+        """Resolve the device once and prepare an empty cache; `engines` and `diarizers`
+        replace the registries (tests' fakes)."""
         device = resolve_device(settings.device)
         context = LoadContext(
             model_cache_dir=str(settings.model_cache_dir),
@@ -42,6 +61,7 @@ class Runtime:
             compute_type=resolve_compute_type(settings.compute_type, device),
             context=context,
             engines=engines,
+            diarizers=diarizers,
         )
 
     def spec(self, engine: str, model: str) -> ModelSpec:
