@@ -210,6 +210,11 @@ def diarize(
     transcript.notes.extend(loaded.notes)
     if not turns:
         transcript.notes.append("diarization found no speech: no speaker labels")
+    elif not any(segment.words for segment in transcript.segments):
+        transcript.notes.append(
+            "speakers labelled per segment only (no word timings): a segment in which the "
+            "speaker changes carries the label of whoever speaks most of it"
+        )
     transcript.timings.diarize_s = time.perf_counter() - started
     progress("diarizing", 100.0)
 
