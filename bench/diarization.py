@@ -45,8 +45,7 @@ def recordings(workdir: Path) -> list[tuple[Recording, Target | None]]:
 
 
 def describe(recording: Recording) -> str:
-    seconds = len(recording.samples) / 16_000
-    return f"{recording.name} ({seconds:.0f} s, {recording.speakers} speakers)"
+    return f"{recording.name} ({recording.duration_s:.0f} s, {recording.speakers} speakers)"
 
 
 def diarization(report: Report, client: httpx.Client, options: Options) -> None:
@@ -77,7 +76,7 @@ def diarization(report: Report, client: httpx.Client, options: Options) -> None:
                 PART,
                 f"{loaded.name}, {describe(recording)}: DER, speakers estimated",
                 "",
-                diarization_error_rate(recording.reference, turns),
+                diarization_error_rate(recording.reference, turns, recording.duration_s),
                 target=target,
                 note=f"{found} found",
             )
@@ -87,7 +86,7 @@ def diarization(report: Report, client: httpx.Client, options: Options) -> None:
                 PART,
                 f"{loaded.name}, {describe(recording)}: DER, told the number of speakers",
                 "",
-                diarization_error_rate(recording.reference, told),
+                diarization_error_rate(recording.reference, told, recording.duration_s),
             )
         )
     warm_up = cases[0][0].write_wav(options.workdir / "diarization-warm-up.wav")

@@ -46,6 +46,11 @@ class Recording:
     reference: list[Turn]
 
     @property
+    def duration_s(self) -> float:
+        """Its length, seconds."""
+        return len(self.samples) / RATE
+
+    @property
     def speakers(self) -> int:
         """How many speakers the reference has."""
         return len({turn.speaker for turn in self.reference})
@@ -157,9 +162,12 @@ def meeting(name: str) -> Recording:
     return Recording(name, decode(SHARED_DATA / f"{name}.wav"), meeting_reference(name))
 
 
-def diarization_error_rate(reference: list[Turn], hypothesis: list[Turn]) -> float:
-    """pyannote.metrics' DER (no collar, overlaps scored) of `hypothesis` against `reference`."""
-    from pyannote.core import Annotation, Segment
+def diarization_error_rate(
+    reference: list[Turn], hypothesis: list[Turn], duration_s: float
+) -> float:
+    """pyannote.metrics' DER (no collar, overlaps scored) of `hypothesis` against `reference`
+    over the whole recording, `duration_s` long."""
+    from pyannote.core import Annotation, Segment, Timeline
     from pyannote.metrics.diarization import DiarizationErrorRate
 
     def annotation(turns: list[Turn]) -> Annotation:
@@ -169,4 +177,5 @@ def diarization_error_rate(reference: list[Turn], hypothesis: list[Turn]) -> flo
         return result
 
     metric = DiarizationErrorRate()
-    return float(metric(annotation(reference), annotation(hypothesis)))
+    whole = Timeline([Segment(0.0, duration_s)])
+    return float(metric(annotation(reference), annotation(hypothesis), uem=whole))
