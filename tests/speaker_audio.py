@@ -163,10 +163,13 @@ def meeting(name: str) -> Recording:
 
 
 def diarization_error_rate(
-    reference: list[Turn], hypothesis: list[Turn], duration_s: float
+    reference: list[Turn],
+    hypothesis: list[Turn],
+    duration_s: float,
+    scored: list[tuple[float, float]] | None = None,
 ) -> float:
     """pyannote.metrics' DER (no collar, overlaps scored) of `hypothesis` against `reference`
-    over the whole recording, `duration_s` long."""
+    over the whole recording, `duration_s` long, or only over the `scored` spans."""
     from pyannote.core import Annotation, Segment, Timeline
     from pyannote.metrics.diarization import DiarizationErrorRate
 
@@ -177,5 +180,6 @@ def diarization_error_rate(
         return result
 
     metric = DiarizationErrorRate()
-    whole = Timeline([Segment(0.0, duration_s)])
-    return float(metric(annotation(reference), annotation(hypothesis), uem=whole))
+    spans = [(0.0, duration_s)] if scored is None else scored
+    uem = Timeline([Segment(start, end) for start, end in spans])
+    return float(metric(annotation(reference), annotation(hypothesis), uem=uem))

@@ -4,6 +4,7 @@ with pyannote.metrics' DER against references that follow from how the audio was
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +15,18 @@ import pytest
 from common.speakers import Turn
 from tests.services import submit, wait_for_job
 from tests.speaker_audio import (
+    MEETINGS,
     Recording,
     diarization_error_rate,
     meeting,
     stereo_in_turns,
 )
+from worker.diarization.base import Diarizer, DiarizerContext, SpeakerCount
+from worker.diarization.resemblyzer_backend import ResemblyzerDiarizer
 
 pytestmark = pytest.mark.integration
+
+log = logging.getLogger(__name__)
 
 TWO_SPEAKER_DER = 0.25
 MEETING_DER = 0.40
@@ -33,6 +39,13 @@ def two_speakers(tmp_path_factory: pytest.TempPathFactory) -> tuple[Recording, P
     """stereo_diarization.wav's two speakers taking turns twice (about 20 s)."""
     recording = stereo_in_turns(repeats=2)
     return recording, recording.write_wav(tmp_path_factory.mktemp("speakers") / "turns.wav")
+
+
+@pytest.fixture(scope="module")
+def diarizer(tmp_path_factory: pytest.TempPathFactory) -> Diarizer:
+    """The bundled backend in this process, as a worker loads it."""
+    cache = tmp_path_factory.mktemp("models")
+    return ResemblyzerDiarizer(DiarizerContext("cpu", str(cache), "pyannote/none"))
 
 
 def diarized(client: httpx.Client, audio: Path, engine: str, **fields: str) -> dict[str, Any]:
@@ -78,12 +91,42 @@ def test_two_speakers_are_found_and_placed(
     assert der <= TWO_SPEAKER_DER, f"DER {der:.3f} on {engine}"
 
 
-def test_a_meeting_excerpt(client: httpx.Client, tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", MEETINGS)
+def test_the_bundled_backend_on_the_meetings(diarizer: Diarizer, name: str) -> None:
+    recording = meeting(name)
+    turns = diarizer.diarize(recording.samples, SpeakerCount())
+    assert len({turn.speaker for turn in turns}) == recording.speakers
+    der = diarization_error_rate(recording.reference, turns, recording.duration_s)
+    assert der <= MEETING_DER, f"DER {der:.3f} on {name}"
+
+
+def test_a_meeting_through_the_service(client: httpx.Client, tmp_path: Path) -> None:
+    """Scored where the transcript has words: tiny.en leaves about 30% of this meeting's
+    reference speech (overlaps, back-channel) without a word, and a word-less stretch has no
+    label to score; the DER of the whole recording is logged beside it."""
     recording = meeting("meeting_dev00")
     audio = recording.write_wav(tmp_path / "meeting.wav")
-    result = diarized(client, audio, "timestamped", num_speakers="2")
-    der = diarization_error_rate(recording.reference, labelled_turns(result), recording.duration_s)
-    assert der <= MEETING_DER, f"DER {der:.3f}"
+    result = diarized(client, audio, "timestamped")
+    assert result["speakers"] == ["SPEAKER_00", "SPEAKER_01"]
+    turns = labelled_turns(result)
+    transcribed = merged_spans(turns)
+    der = diarization_error_rate(recording.reference, turns, recording.duration_s, transcribed)
+    whole = diarization_error_rate(recording.reference, turns, recording.duration_s)
+    log.info(
+        "meeting_dev00 through the service: DER %.3f where transcribed, %.3f whole", der, whole
+    )
+    assert der <= MEETING_DER, f"DER {der:.3f} where transcribed ({whole:.3f} whole)"
+
+
+def merged_spans(turns: list[Turn]) -> list[tuple[float, float]]:
+    """The time the turns cover, whoever speaks, as disjoint spans."""
+    spans: list[tuple[float, float]] = []
+    for turn in sorted(turns, key=lambda turn: turn.start):
+        if spans and turn.start <= spans[-1][1]:
+            spans[-1] = (spans[-1][0], max(spans[-1][1], turn.end))
+        else:
+            spans.append((turn.start, turn.end))
+    return spans
 
 
 def test_one_speaker_when_told(client: httpx.Client, two_speakers: tuple[Recording, Path]) -> None:

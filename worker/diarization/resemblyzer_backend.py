@@ -1,5 +1,6 @@
-"""The bundled backend: webrtcvad speech regions, Resemblyzer voice embeddings over sliding
-windows, agglomerative clustering; every weight ships in a package, so it runs offline."""
+"""The bundled backend: speech from the pyannote segmentation model that ships in the whisperx
+wheel (webrtcvad where it cannot load), Resemblyzer voice embeddings over sliding windows,
+agglomerative clustering; every weight ships in a package, so it runs offline."""
 
 from __future__ import annotations
 
@@ -14,12 +15,10 @@ import numpy.typing as npt
 from common.speakers import Turn
 from worker.diarization.base import DiarizerContext, SpeakerCount
 from worker.diarization.labels import relabel_in_order
-from worker.engines.base import SAMPLE_RATE, Audio
+from worker.diarization.speech import FRAME_S, load_speech_detector, runs
+from worker.engines.base import Audio
 
 log = logging.getLogger(__name__)
-
-FRAME_S = 0.01
-"""Resemblyzer's mel frames are 10 ms apart; every time below is counted in these frames."""
 
 Floats = npt.NDArray[np.float64]
 
@@ -29,8 +28,13 @@ class Tuning:
     """The backend's knobs, seconds unless said otherwise (chosen on the meeting recordings
     and built two-speaker recordings of `bench/diarization.py`)."""
 
-    vad_mode: int = 3
-    """webrtcvad aggressiveness, 0 (keeps most) to 3 (keeps least)."""
+    speech_threshold: float = 0.5
+    """Speech probability (segmentation model) above which a frame is speech."""
+    segmentation_step_s: float = 2.5
+    """Step between the segmentation model's 5 s windows."""
+    vad_mode: int = 2
+    """webrtcvad aggressiveness, 0 (keeps most) to 3 (keeps least); webrtcvad decides speech
+    only where the segmentation model cannot load."""
     vad_frame_s: float = 0.03
     """webrtcvad's frame length (10, 20 or 30 ms)."""
     vad_smoothing_frames: int = 8
@@ -47,11 +51,17 @@ class Tuning:
     """Fraction of a window that must be speech for its embedding to be used."""
     max_speakers: int = 8
     """Most speakers considered when the job gives no bound."""
-    min_separation: float = 0.2
+    min_windows: int = 20
+    """With fewer embedding windows than this (about 6 s of speech) one speaker is assumed
+    unless the job gives a count: too little speech to tell voices apart."""
+    min_separation: float = 0.1
     """A two-way split whose halves are less separated than this (within-cluster minus
     across-cluster cosine similarity) is one speaker."""
-    min_cluster_share: float = 0.15
-    """An estimated speaker must have at least this share of the windows."""
+    min_second_share: float = 0.2
+    """A two-way split whose smaller half has less than this share of the windows is one
+    speaker (the rest is noise, laughter, a cough)."""
+    min_cluster_share: float = 0.2
+    """Each speaker of a split into three or more must have this share of the windows."""
     min_turn_s: float = 0.5
     """A speaker run shorter than this between runs of another speaker is theirs."""
     target_dbfs: float = -30.0
@@ -74,15 +84,16 @@ class ResemblyzerDiarizer:
         self._encoder: Any = VoiceEncoder(device=context.device, verbose=False)
         self._mel = wav_to_mel_spectrogram
         self._normalize = normalize_volume
-        self.tuning = tuning or Tuning()
+        self.tuning = tuning = tuning or Tuning()
+        self._speech = load_speech_detector(context.device, tuning)
         log.info("loaded the Resemblyzer voice encoder on %s", context.device)
 
     def diarize(self, audio: Audio, count: SpeakerCount) -> list[Turn]:
-        """Who speaks when (see `Diarizer.diarize`): speech frames from webrtcvad, one
-        embedding per window with enough speech, clusters of embeddings, each speech frame
-        given the cluster of the nearest window, short flips smoothed away."""
+        """Who speaks when (see `Diarizer.diarize`): speech frames, one embedding per window
+        with enough speech, clusters of embeddings, each speech frame given the cluster of the
+        nearest window, short flips smoothed away."""
         tuning = self.tuning
-        speech = speech_frames(audio, tuning)
+        speech = self._speech(audio)
         if not speech.any():
             return []
         wav = self._normalize(audio.astype(np.float32), tuning.target_dbfs, increase_only=True)
@@ -108,54 +119,6 @@ class ResemblyzerDiarizer:
         return np.asarray(embeddings, dtype=np.float64)
 
 
-def speech_frames(audio: Audio, tuning: Tuning) -> npt.NDArray[np.bool_]:
-    """Per 10 ms frame, whether webrtcvad (smoothed) hears speech there; short pauses are
-    bridged and short bursts dropped."""
-    import webrtcvad
-
-    vad = webrtcvad.Vad(tuning.vad_mode)
-    step = round(tuning.vad_frame_s * SAMPLE_RATE)
-    pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype("<i2")
-    voiced = np.array(
-        [
-            vad.is_speech(pcm[start : start + step].tobytes(), SAMPLE_RATE)
-            for start in range(0, len(pcm) - step + 1, step)
-        ],
-        dtype=np.float64,
-    )
-    frames = int(len(audio) / SAMPLE_RATE / FRAME_S)
-    if voiced.size == 0:
-        return np.zeros(frames, dtype=bool)
-    width = tuning.vad_smoothing_frames
-    smoothed = (
-        np.convolve(voiced, np.ones(width) / width, mode="same") > 0.5 if width > 1 else voiced
-    )
-    per_frame = np.repeat(smoothed.astype(bool), round(tuning.vad_frame_s / FRAME_S))[:frames]
-    speech = np.zeros(frames, dtype=bool)
-    speech[: len(per_frame)] = per_frame
-    speech = _fill_runs(speech, False, round(tuning.min_gap_s / FRAME_S))
-    return _fill_runs(speech, True, round(tuning.min_speech_s / FRAME_S))
-
-
-def _fill_runs(
-    flags: npt.NDArray[np.bool_], value: bool, shorter_than: int
-) -> npt.NDArray[np.bool_]:
-    """`flags` with each inner run of `value` shorter than `shorter_than` frames flipped (a run
-    of False is inner when speech surrounds it; any short run of True goes)."""
-    result = flags.copy()
-    for start, end in _runs(flags == value):
-        inner = value or (start > 0 and end < len(flags))
-        if end - start < shorter_than and inner:
-            result[start:end] = not value
-    return result
-
-
-def _runs(mask: npt.NDArray[np.bool_]) -> list[tuple[int, int]]:
-    """[start, end) of each run of True in `mask`."""
-    edges = np.diff(np.concatenate(([0], mask.astype(np.int8), [0])))
-    return list(zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True))
-
-
 def window_starts(speech: npt.NDArray[np.bool_], tuning: Tuning) -> list[int]:
     """First frames of the embedding windows: every hop, keeping the windows that are at
     least `min_window_speech` speech; a recording with speech but no such window (one short
@@ -176,10 +139,10 @@ def window_starts(speech: npt.NDArray[np.bool_], tuning: Tuning) -> list[int]:
 
 
 def cluster(embeddings: Floats, count: SpeakerCount, tuning: Tuning) -> npt.NDArray[np.int_]:
-    """A cluster number per embedding: `count.exact` clusters when given; else, among the
-    numbers the bounds allow, the one whose split has the best silhouette with no cluster under
-    `min_cluster_share` of the windows, and one cluster when even the best two-way split keeps
-    its halves closer than `min_separation` (one voice, varying)."""
+    """A cluster number per embedding: `count.exact` clusters when given; else one cluster
+    when the bounds allow it and the two-way split is not two voices (`two_voices`), otherwise,
+    among the numbers the bounds allow, the one whose split has the best silhouette with no
+    cluster under `min_cluster_share` of the windows."""
     from sklearn.cluster import AgglomerativeClustering
     from sklearn.metrics import silhouette_score
 
@@ -200,20 +163,35 @@ def cluster(embeddings: Floats, count: SpeakerCount, tuning: Tuning) -> npt.NDAr
     if len(candidates) == 1:
         return split(candidates[0])
     splits = {k: split(k) for k in candidates if k >= 2}
-    if 1 in candidates and separation(embeddings, splits[2]) < tuning.min_separation:
+    if 1 in candidates and not two_voices(embeddings, splits[2], tuning):
         return np.zeros(n, dtype=np.int_)
     balanced = {
         k: labels
         for k, labels in splits.items()
-        if k < n and np.bincount(labels).min() >= tuning.min_cluster_share * n
+        if k == 2 or (k < n and np.bincount(labels).min() >= tuning.min_cluster_share * n)
     }
-    if not balanced:
-        return np.zeros(n, dtype=np.int_) if 1 in candidates else splits[min(splits)]
     scores = {
         k: float(silhouette_score(embeddings, labels, metric="cosine"))
         for k, labels in balanced.items()
+        if k < n
     }
+    if not scores:  # no allowed number splits evenly: the fewest speakers allowed
+        return splits[min(splits)]
     return balanced[max(scores, key=lambda k: scores[k])]
+
+
+def two_voices(embeddings: Floats, labels: npt.NDArray[np.int_], tuning: Tuning) -> bool:
+    """Whether a two-way split is two speakers: enough windows, a second half that is not a
+    few stray windows, and halves apart enough (see `Tuning`)."""
+    n = len(embeddings)
+    share = np.bincount(labels, minlength=2).min() / n
+    apart = separation(embeddings, labels)
+    log.debug("two-way split of %d windows: smaller share %.2f, separation %.3f", n, share, apart)
+    return (
+        n >= tuning.min_windows
+        and share >= tuning.min_second_share
+        and apart >= tuning.min_separation
+    )
 
 
 def separation(embeddings: Floats, labels: npt.NDArray[np.int_]) -> float:
@@ -225,7 +203,6 @@ def separation(embeddings: Floats, labels: npt.NDArray[np.int_]) -> float:
         similarity[np.ix_(first, first)].mean() + similarity[np.ix_(second, second)].mean()
     ) / 2
     across = similarity[np.ix_(first, second)].mean()
-    log.debug("two-speaker split: separation %.3f", within - across)
     return float(within - across)
 
 
@@ -257,7 +234,7 @@ def smooth(frame_labels: npt.NDArray[np.int_], min_run: int) -> npt.NDArray[np.i
     changed = True
     while changed:
         changed = False
-        runs = _label_runs(sequence)
+        runs = _labelruns(sequence)
         if len(runs) < 2:
             break
         shortest = min(range(len(runs)), key=lambda index: runs[index][1] - runs[index][0])
@@ -271,7 +248,7 @@ def smooth(frame_labels: npt.NDArray[np.int_], min_run: int) -> npt.NDArray[np.i
     return result
 
 
-def _label_runs(sequence: npt.NDArray[np.int_]) -> list[tuple[int, int, int]]:
+def _labelruns(sequence: npt.NDArray[np.int_]) -> list[tuple[int, int, int]]:
     """[start, end) and label of each run of one label."""
     boundaries = np.flatnonzero(np.diff(sequence)) + 1
     starts = np.concatenate(([0], boundaries))
@@ -284,7 +261,7 @@ def turns_of(frame_labels: npt.NDArray[np.int_], bridge: int) -> list[Turn]:
     joined into one turn."""
     turns: list[Turn] = []
     for label in sorted(set(frame_labels.tolist()) - {-1}):
-        for start, end in _runs(frame_labels == label):
+        for start, end in runs(frame_labels == label):
             turns.append(Turn(start * FRAME_S, end * FRAME_S, str(label)))
     turns.sort(key=lambda turn: turn.start)
     merged: list[Turn] = []
@@ -297,4 +274,4 @@ def turns_of(frame_labels: npt.NDArray[np.int_], bridge: int) -> list[Turn]:
             merged[-1] = Turn(merged[-1].start, turn.end, turn.speaker)
         else:
             merged.append(turn)
-    return [Turn(round(t.start, 3), round(t.end, 3), t.speaker) for t in merged]
+    return [Turn(round(float(t.start), 3), round(float(t.end), 3), t.speaker) for t in merged]
