@@ -50,7 +50,7 @@ def pipeline_source(context: DiarizerContext) -> str:
         return context.pyannote_pipeline
     raise DiarizationUnavailableError(
         f"pyannote cannot load: the pipeline {context.pyannote_pipeline!r} is not in "
-        f"MODEL_CACHE_DIR ({context.model_cache_dir}) and no HF_TOKEN is set to download it"
+        "MODEL_CACHE_DIR and no HF_TOKEN is set to download it"
     )
 
 
