@@ -8,7 +8,7 @@ import numpy.typing as npt
 from common.speakers import Turn
 from worker.diarization.base import SpeakerCount
 from worker.diarization.resemblyzer_backend import Tuning, cluster, smooth, turns_of
-from worker.diarization.speech import fill_runs
+from worker.diarization.speech import fill_runs, webrtc_speech
 
 TUNING = Tuning()
 
@@ -75,3 +75,15 @@ def test_short_pauses_are_bridged_and_short_bursts_dropped() -> None:
     bridged = fill_runs(flags, False, 30)
     assert bridged[:110].all()
     assert not fill_runs(bridged, True, 20)[-5:].any()
+
+
+def test_webrtcvad_hears_a_voice_like_sound_and_not_silence() -> None:
+    rate = 16_000
+    seconds = np.arange(2 * rate) / rate
+    # A buzzing 150 Hz voice-like tone with harmonics, then a second of silence.
+    buzz = sum(np.sin(2 * np.pi * 150 * k * seconds) / k for k in range(1, 12))
+    audio = np.concatenate([0.3 * buzz, np.zeros(rate)]).astype(np.float32)
+    speech = webrtc_speech(audio, Tuning(vad_mode=0))
+    assert len(speech) == 300
+    assert speech[:180].mean() > 0.8
+    assert not speech[220:].any()
