@@ -20,6 +20,9 @@ from worker.engines.base import Audio
 
 log = logging.getLogger(__name__)
 
+EMBED_BATCH = 256
+"""Windows embedded per call of the encoder."""
+
 Floats = npt.NDArray[np.float64]
 
 
@@ -47,6 +50,9 @@ class Tuning:
     """Length of the audio each embedding is computed on."""
     hop_s: float = 0.25
     """Step between embedding windows."""
+    max_windows: int = 3000
+    """Most embedding windows per recording (12.5 min at `hop_s`); longer recordings get a
+    longer step, as clustering's time and memory grow with the square of the windows."""
     min_window_speech: float = 0.5
     """Fraction of a window that must be speech for its embedding to be used."""
     max_speakers: int = 8
@@ -110,21 +116,27 @@ class ResemblyzerDiarizer:
         return relabel_in_order(turns_of(frame_labels, round(tuning.min_gap_s / FRAME_S)))
 
     def _embed(self, mel: npt.NDArray[np.float32], starts: list[int], width: int) -> Floats:
+        """One embedding per window, EMBED_BATCH windows at a time (bounded memory)."""
         torch = self._torch
         padded = np.pad(mel, ((0, max(0, starts[-1] + width - len(mel))), (0, 0)))
-        batch = np.stack([padded[start : start + width] for start in starts])
-        with torch.inference_mode():
-            tensor = torch.from_numpy(batch).to(self._encoder.device)
-            embeddings = self._encoder(tensor).cpu().numpy()
-        return np.asarray(embeddings, dtype=np.float64)
+        embeddings = []
+        for first in range(0, len(starts), EMBED_BATCH):
+            chosen = starts[first : first + EMBED_BATCH]
+            batch = np.stack([padded[start : start + width] for start in chosen])
+            with torch.inference_mode():
+                tensor = torch.from_numpy(batch).to(self._encoder.device)
+                embeddings.append(self._encoder(tensor).cpu().numpy())
+        return np.asarray(np.concatenate(embeddings), dtype=np.float64)
 
 
 def window_starts(speech: npt.NDArray[np.bool_], tuning: Tuning) -> list[int]:
-    """First frames of the embedding windows: every hop, keeping the windows that are at
-    least `min_window_speech` speech; a recording with speech but no such window (one short
-    word) gets one window centred on its speech."""
+    """First frames of the embedding windows: every hop (longer where the recording would
+    need more than `max_windows`), keeping the windows that are at least `min_window_speech`
+    speech; a recording with speech but no such window (one short word) gets one window
+    centred on its speech."""
     width = round(tuning.window_s / FRAME_S)
-    hop = max(1, round(tuning.hop_s / FRAME_S))
+    # Long recordings get a longer hop: clustering costs the square of the windows.
+    hop = max(1, round(tuning.hop_s / FRAME_S), -(-len(speech) // tuning.max_windows))
     needed = tuning.min_window_speech * width
     cumulative = np.concatenate(([0], np.cumsum(speech)))
     starts = [

@@ -8,6 +8,7 @@ import shutil
 import time
 import uuid
 from pathlib import Path
+from typing import get_args
 
 import pytest
 from rq import Queue
@@ -20,7 +21,7 @@ from common.transcript import Transcript
 from config import Settings
 from tests.audio import write_tone_wav
 from tests.fakes import FAKE_ENGINES, work
-from worker.diarization import load_diarizer
+from worker.diarization import AUTO, BUNDLED, DIARIZERS, load_diarizer
 from worker.diarization.base import DiarizationUnavailableError, DiarizerContext
 from worker.diarization.fake import FakeDiarizer
 from worker.diarization.pyannote_backend import cached_pipeline, pipeline_source
@@ -164,3 +165,9 @@ def _silent_wav(seconds: float) -> bytes:
         handle.setframerate(16_000)
         handle.writeframes(b"\0\0" * int(16_000 * seconds))
     return buffer.getvalue()
+
+
+def test_the_setting_offers_exactly_the_registered_backends_and_auto() -> None:
+    offered = set(get_args(Settings.model_fields["diarization_backend"].annotation))
+    assert offered == {AUTO, *DIARIZERS}
+    assert BUNDLED in DIARIZERS
