@@ -417,6 +417,30 @@ class Settings(BaseSettings):
         default=True, description="Word alignment with a wav2vec2 model when one can be loaded."
     )
 
+    # --- Speakers (diarization) ---------------------------------------------------------------
+    diarization_backend: Literal["auto", "pyannote", "resemblyzer"] = Field(
+        default="auto",
+        description=(
+            "Who labels speakers for `diarize=true`: `pyannote` (pyannote.audio's pipeline, "
+            "needs HF_TOKEN or the pipeline in MODEL_CACHE_DIR), `resemblyzer` (bundled, "
+            "offline) or `auto` (pyannote when it can load, else resemblyzer)."
+        ),
+    )
+    pyannote_pipeline: str = Field(
+        default="pyannote/speaker-diarization-community-1",
+        description=(
+            "Hugging Face id (looked for in MODEL_CACHE_DIR first) or local folder of the "
+            "pyannote diarization pipeline."
+        ),
+    )
+    hf_token: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Hugging Face token that may download PYANNOTE_PIPELINE (a gated model) into "
+            "MODEL_CACHE_DIR; without it pyannote loads only from there."
+        ),
+    )
+
     # --- OpenAI-compatible routes -------------------------------------------------------------
     openai_dedup_window_s: int = Field(
         default=600,

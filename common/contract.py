@@ -207,7 +207,9 @@ def request_of(job: Job) -> JobRequest | None:
 class Progress(BaseModel):
     """How far a job has come."""
 
-    stage: str = Field(description="queued, loading_model, decoding, transcribing, aligning, done")
+    stage: str = Field(
+        description="queued, loading_model, decoding, transcribing, aligning, diarizing, done"
+    )
     percent: float | None = Field(default=None, ge=0, le=100)
 
 

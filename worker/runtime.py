@@ -12,6 +12,8 @@ from common.catalog import EngineName, Route
 from config import Settings
 from worker import metrics
 from worker.cache import ModelCache
+from worker.diarization import DiarizerSlot
+from worker.diarization.base import DiarizerContext
 from worker.engines import resolve_engine
 from worker.engines.base import Engine, LoadContext, ModelSpec
 from worker.models import cpu_threads, release_memory, resolve_compute_type, resolve_device
@@ -32,7 +34,10 @@ class Runtime:
     compute_type: str
     context: LoadContext
     engines: dict[str, str] | None = None
+    diarizers: dict[str, str] | None = None
     cache: ModelCache = field(init=False)
+    diarizer: DiarizerSlot = field(init=False)
+    """The process's diarization backend, loaded by the first job with `diarize`."""
 
     def __post_init__(self) -> None:
         self.cache = ModelCache(
@@ -41,10 +46,24 @@ class Runtime:
             on_unload=metrics.model_unloaded,
             release=functools.partial(release_memory, self.device),
         )
+        token = self.settings.hf_token
+        context = DiarizerContext(
+            device=self.device,
+            model_cache_dir=str(self.settings.model_cache_dir),
+            pyannote_pipeline=self.settings.pyannote_pipeline,
+            hf_token=None if token is None else token.get_secret_value(),
+        )
+        self.diarizer = DiarizerSlot(self.settings.diarization_backend, context, self.diarizers)
 
     @classmethod
-    def from_settings(cls, settings: Settings, engines: dict[str, str] | None = None) -> Runtime:
-        """Resolve the device once (pinning a `cuda:N`) and prepare an empty cache."""
+    def from_settings(
+        cls,
+        settings: Settings,
+        engines: dict[str, str] | None = None,
+        diarizers: dict[str, str] | None = None,
+    ) -> Runtime:
+        """Resolve the device once (pinning a `cuda:N`) and prepare an empty cache; `engines`
+        and `diarizers` replace the registries (tests' fakes)."""
         device = resolve_device(settings.device)
         context = LoadContext(
             model_cache_dir=str(settings.model_cache_dir),
@@ -58,6 +77,7 @@ class Runtime:
             compute_type=resolve_compute_type(settings.compute_type, device),
             context=context,
             engines=engines,
+            diarizers=diarizers,
         )
 
     def spec(self, engine: str, model: str) -> ModelSpec:

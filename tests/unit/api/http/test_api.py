@@ -239,3 +239,17 @@ def test_docs_pages_load_every_asset_from_the_service_itself(client: TestClient)
             assert not reference.startswith("//"), f"{page} loads {reference} from outside"
             assert client.get(reference).status_code == 200, reference
         assert "cdn" not in response.text.lower()
+
+
+def test_openapi_documents_the_speaker_options_on_every_submission_route(
+    client: TestClient,
+) -> None:
+    document = client.get("/openapi.json").json()
+    upload = document["paths"]["/transcribe"]["post"]["requestBody"]["content"]
+    openai = document["paths"]["/v1/audio/transcriptions"]["post"]["requestBody"]["content"]
+    for form in (upload, openai):
+        properties = form["multipart/form-data"]["schema"]["properties"]
+        assert {"diarize", "num_speakers", "min_speakers", "max_speakers"} <= set(properties)
+    url_body = document["paths"]["/transcribe/url"]["post"]["requestBody"]["content"]
+    reference = url_body["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+    assert "diarize" in document["components"]["schemas"][reference]["properties"]

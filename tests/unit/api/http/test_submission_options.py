@@ -99,6 +99,21 @@ def test_options_travel_to_the_worker(client: TestClient, tone_wav: Path, queue:
 
 
 @pytest.mark.usefixtures("resolver")
+def test_speaker_options_travel_to_the_worker(
+    client: TestClient, tone_wav: Path, queue: Queue
+) -> None:
+    response = upload(
+        client, tone_wav, engine="whisperx", diarize="true", min_speakers="2", max_speakers="4"
+    )
+    assert response.status_code == 200, response.text
+    job = queue.fetch_job(response.json()["job_id"])
+    assert job is not None
+    options = job.kwargs["options"]
+    assert (options["diarize"], options["min_speakers"], options["max_speakers"]) == (True, 2, 4)
+    assert "num_speakers" not in options
+
+
+@pytest.mark.usefixtures("resolver")
 def test_defaults_leave_options_minimal(client: TestClient, tone_wav: Path, queue: Queue) -> None:
     response = upload(client, tone_wav, engine="timestamped")
     job = load_job(queue, response.json()["job_id"])
@@ -127,6 +142,15 @@ INVALID_FIELDS: list[tuple[dict[str, str], str]] = [
     ({"callback_url": "http://[::1]:8080/"}, "callback_url"),
     ({"callback_url": "https://" + "a" * 2048 + ".com/"}, "callback_url"),
     ({"hotword": "ComfyUI"}, "hotword"),  # a typo must not drop the option silently
+    ({"diarize": "perhaps"}, "diarize"),
+    ({"diarize": "true", "num_speakers": "0"}, "num_speakers"),
+    ({"diarize": "true", "num_speakers": "21"}, "num_speakers"),
+    ({"diarize": "true", "num_speakers": "two"}, "num_speakers"),
+    ({"diarize": "true", "max_speakers": "0"}, "max_speakers"),
+    ({"num_speakers": "2"}, "num_speakers"),  # a count without diarize
+    ({"diarize": "false", "min_speakers": "2"}, "min_speakers"),
+    ({"diarize": "true", "num_speakers": "2", "max_speakers": "3"}, "num_speakers"),
+    ({"diarize": "true", "min_speakers": "3", "max_speakers": "2"}, "min_speakers"),
 ]
 
 
