@@ -15,7 +15,7 @@ from rq import Queue
 
 from api.jobs.queue import enqueue_transcription
 from common.catalog import EngineName
-from common.contract import JobRequest, TranscribeOptions
+from common.contract import JobRequest, TranscribeOptions, load_job
 from common.job_status import describe_job
 from common.transcript import Transcript
 from config import Settings
@@ -61,7 +61,7 @@ def enqueue(queue: Queue, settings: Settings, audio: Path, **options: object) ->
 
 
 def result_of(queue: Queue, job_id: str) -> Transcript:
-    status = describe_job(queue.fetch_job(job_id))  # type: ignore[arg-type]
+    status = describe_job(load_job(queue, job_id))  # type: ignore[arg-type]
     assert status.status == "finished", status.error
     assert status.result is not None
     return status.result
@@ -117,7 +117,7 @@ def test_an_explicit_backend_that_cannot_load_fails_the_job_saying_why(
     runtime = runtime_with(worker_settings, "pyannote")
     job_id = enqueue(queue, worker_settings, tone_wav, diarize=True)
     work(queue, runtime)
-    job = queue.fetch_job(job_id)
+    job = load_job(queue, job_id)
     assert job is not None
     status = describe_job(job)
     assert status.status == "failed"

@@ -106,7 +106,7 @@ def test_speaker_options_travel_to_the_worker(
         client, tone_wav, engine="whisperx", diarize="true", min_speakers="2", max_speakers="4"
     )
     assert response.status_code == 200, response.text
-    job = queue.fetch_job(response.json()["job_id"])
+    job = load_job(queue, response.json()["job_id"])
     assert job is not None
     options = job.kwargs["options"]
     assert (options["diarize"], options["min_speakers"], options["max_speakers"]) == (True, 2, 4)
