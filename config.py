@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -17,7 +18,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from common.catalog import EngineName
+from common.catalog import CATALOGUE_NAME, CatalogEntry, Catalogue, EngineName, Route
 
 MIB = 1024 * 1024
 
@@ -31,6 +32,39 @@ def _comma_separated(value: object) -> object:
 
 CommaList = Annotated[list[str], NoDecode, BeforeValidator(_comma_separated)]
 """A list read from one comma-separated environment variable (a JSON list works too)."""
+
+
+def _routes(value: object) -> object:
+    """`whisperx/large-v3, timestamped/tiny.en` as routes; an empty value is none."""
+    items = _comma_separated(value)
+    if isinstance(items, list):
+        return [Route.parse(item) if isinstance(item, str) else item for item in items]
+    return items
+
+
+RouteList = Annotated[list[Route], NoDecode, BeforeValidator(_routes)]
+"""Engine/model pairs read from one comma-separated environment variable."""
+
+
+def _json_or_file(value: object) -> object:
+    """MODELS as written: a JSON object, or the path of a file that holds one."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if not text:
+        return {}
+    if not text.startswith("{"):
+        try:
+            text = Path(text).expanduser().read_text()
+        except OSError as error:
+            raise ValueError(f"cannot read the MODELS file {text!r}: {error}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"MODELS is not a JSON object: {error}") from None
+
+
+DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?)$"
 
 LogLevel = Literal["CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"]
 
@@ -57,7 +91,14 @@ class Settings(BaseSettings):
     redis_timeout_s: float = Field(
         default=5.0, gt=0, description="Socket connect/read timeout for Redis calls, seconds."
     )
-    queue_name: str = Field(default="transcribe", description="RQ queue the API feeds.")
+    queue_name: str = Field(
+        default="transcribe",
+        pattern=r"^[^@:]+$",
+        description=(
+            "RQ queue the API feeds; each engine/model gets its own queue under it "
+            "(`<name>@<engine>:<model>`)."
+        ),
+    )
 
     # --- Redis Sentinel (high availability) --------------------------------------------------
     redis_sentinels: CommaList = Field(
@@ -305,14 +346,59 @@ class Settings(BaseSettings):
     )
     allowed_models: CommaList = Field(
         default_factory=list,
-        description="Comma-separated model names clients may ask for; empty allows all known.",
+        description=(
+            "Comma-separated model names clients may ask for; empty allows every known name and "
+            "every MODELS entry."
+        ),
+    )
+    models: Annotated[dict[str, CatalogEntry], NoDecode, BeforeValidator(_json_or_file)] = Field(
+        default_factory=dict,
+        description=(
+            "The operator's model catalogue: a JSON object (or the path of a JSON file) mapping "
+            "a name to its source, one for both engines or one per engine "
+            '(`{"distil-large-v3": {"whisperx": "distil-whisper/distil-large-v3-ct2"}}`).'
+        ),
+    )
+    preload_models: RouteList = Field(
+        default_factory=list,
+        description=(
+            "Comma-separated engine/model pairs a worker loads at start, before it takes jobs "
+            "(`whisperx/large-v3,timestamped/tiny.en`); kept loaded, never idle-unloaded."
+        ),
+    )
+    worker_models: RouteList = Field(
+        default_factory=list,
+        description=(
+            "Comma-separated engine/model pairs this worker serves (it takes only their jobs); "
+            "empty serves every offered pair."
+        ),
+    )
+    model_idle_ttl_s: float = Field(
+        default=0.0,
+        ge=0,
+        description=(
+            "A worker unloads a model no job has used for this long, seconds (preloaded ones "
+            "stay); 0 keeps models until MAX_LOADED_MODELS evicts them."
+        ),
+    )
+    queue_unserved_models: bool = Field(
+        default=False,
+        description=(
+            "Queue jobs for a model no live worker serves; by default they are refused with a "
+            "503 while other workers are live."
+        ),
     )
     model_cache_dir: Path = Field(
         default=Path("~/.cache/transcribe-service"),
         description="Where named models are downloaded and converted models cached.",
     )
-    device: Literal["auto", "cpu", "cuda"] = Field(
-        default="auto", description="Inference device; auto picks cuda when available."
+    device: str = Field(
+        default="auto",
+        pattern=DEVICE_PATTERN,
+        description=(
+            "Inference device: auto (cuda when available), cpu, cuda, or cuda:N to pin the "
+            "worker to GPU N (of those CUDA_VISIBLE_DEVICES lists)."
+        ),
     )
     compute_type: ComputeType = Field(
         default="auto",
@@ -336,6 +422,30 @@ class Settings(BaseSettings):
         ),
     )
 
+    # --- Speakers (diarization) ---------------------------------------------------------------
+    diarization_backend: Literal["auto", "pyannote", "resemblyzer"] = Field(
+        default="auto",
+        description=(
+            "Who labels speakers for `diarize=true`: `pyannote` (pyannote.audio's pipeline, "
+            "needs HF_TOKEN or the pipeline in MODEL_CACHE_DIR), `resemblyzer` (bundled, "
+            "offline) or `auto` (pyannote when it can load, else resemblyzer)."
+        ),
+    )
+    pyannote_pipeline: str = Field(
+        default="pyannote/speaker-diarization-community-1",
+        description=(
+            "Hugging Face id (looked for in MODEL_CACHE_DIR first) or local folder of the "
+            "pyannote diarization pipeline."
+        ),
+    )
+    hf_token: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Hugging Face token that may download PYANNOTE_PIPELINE (a gated model) into "
+            "MODEL_CACHE_DIR; without it pyannote loads only from there."
+        ),
+    )
+
     # --- OpenAI-compatible routes -------------------------------------------------------------
     openai_dedup_window_s: int = Field(
         default=600,
@@ -351,6 +461,22 @@ class Settings(BaseSettings):
             "Cancel a /v1/audio request's job when its client disconnects before the answer; "
             "by default the job finishes and stays under /jobs."
         ),
+    )
+
+    # --- Metrics -----------------------------------------------------------------------------
+    metrics_enabled: bool = Field(
+        default=True,
+        description="Serve Prometheus metrics at GET /metrics and count the API's requests.",
+    )
+    metrics_require_admin_key: bool = Field(
+        default=False,
+        description="GET /metrics needs an admin API key (ADMIN_API_KEY or an --admin key).",
+    )
+    worker_metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Port of a worker's own Prometheus endpoint (all addresses); 0 turns it off.",
     )
 
     # --- Logging -----------------------------------------------------------------------------
@@ -387,6 +513,21 @@ class Settings(BaseSettings):
             # WAIT blocks the connection that long: the socket must outlast it.
             raise ValueError("REDIS_MIN_REPLICAS_TIMEOUT_S must be below REDIS_TIMEOUT_S")
         return self
+
+    @field_validator("models")
+    @classmethod
+    def _plain_names(cls, value: dict[str, CatalogEntry]) -> dict[str, CatalogEntry]:
+        for name in value:
+            if not CATALOGUE_NAME.match(name):
+                raise ValueError(
+                    f"MODELS name {name!r}: use letters, digits, '.', '_' and '-' (a name, not "
+                    "a path)"
+                )
+        return value
+
+    def catalogue(self) -> Catalogue:
+        """The models this server offers: MODELS and the known names, narrowed by ALLOWED_MODELS."""
+        return Catalogue(self.models, self.allowed_models)
 
 
 @lru_cache

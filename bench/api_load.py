@@ -89,6 +89,26 @@ def api_throughput(
             reference=open_status.latency_ms(0.5), reference_label="the same, keys off")
     )  # fmt: skip
     results["GET /status/{id} with an API key"] = keyed
+    with_metrics, without, scrape = metrics_cost(service, options, finished_job_id)
+    report.add(
+        Row("API", "GET /status/{id} with metrics on: requests/s", "req/s", with_metrics.per_second,
+            reference=without.per_second, reference_label="the same, METRICS_ENABLED=false",
+            note=f"best of {METRICS_ROUNDS} alternating runs each; every request counted and "
+                 "timed into gunicorn's multiprocess files")
+    )  # fmt: skip
+    report.add(
+        Row("API", "GET /status/{id} with metrics on: p50 latency", "ms",
+            with_metrics.latency_ms(0.5), reference=without.latency_ms(0.5),
+            reference_label="the same, METRICS_ENABLED=false")
+    )  # fmt: skip
+    report.add(
+        Row("API", "GET /metrics (a scrape, queues read from Redis): p50 latency", "ms",
+            scrape.latency_ms(0.5), reference=trivial.latency_ms(0.5), reference_label=label,
+            note="one connection, as Prometheus scrapes")
+    )  # fmt: skip
+    results["GET /status/{id} with metrics on"] = with_metrics
+    results["GET /status/{id} with metrics off"] = without
+    results["GET /metrics"] = scrape
     report.details["api"] = {
         "concurrency": CONCURRENCY,
         "web_workers": 2,
@@ -128,3 +148,38 @@ def keyed_status(service: Service, options: Options, job_id: str) -> LoadResult:
         del service.env[name]
     restart_api(service, 2)
     return measured
+
+
+METRICS_ROUNDS = 2
+"""Alternating runs of GET /status with metrics on and off; the best of each is compared, as a
+run is only ever slowed down by whatever else the machine does."""
+
+
+def metrics_cost(
+    service: Service, options: Options, job_id: str
+) -> tuple[LoadResult, LoadResult, LoadResult]:
+    """What metrics cost the API: GET /status of the same finished job with metrics on (the
+    default) and with METRICS_ENABLED=false, alternately, the best run of each; and GET
+    /metrics itself, scraped on one connection after every request above was counted."""
+    scrape = run_load(
+        service.api_port, request_bytes("GET", "/metrics", service.api_port), 1,
+        options.load_seconds,
+    )  # fmt: skip
+    log.info("GET /metrics: %.1f ms at p50", scrape.latency_ms(0.5))
+    runs: dict[bool, list[LoadResult]] = {True: [], False: []}
+    for _ in range(METRICS_ROUNDS):
+        for enabled in (False, True):
+            restart_api(service, 2, METRICS_ENABLED=str(enabled).lower())
+            request = request_bytes("GET", f"/status/{job_id}", service.api_port)
+            measured = run_load(service.api_port, request, CONCURRENCY, options.load_seconds)
+            log.info("GET /status/{id}, metrics %s: %.0f requests/s",
+                     "on" if enabled else "off", measured.per_second)  # fmt: skip
+            if bad := {status: n for status, n in measured.statuses.items() if status != 200}:
+                raise RuntimeError(f"GET /status/{{id}} answered {bad} under load")
+            runs[enabled].append(measured)
+    del service.env["METRICS_ENABLED"]
+    restart_api(service, 2)
+    if bad := {status: n for status, n in scrape.statuses.items() if status != 200}:
+        raise RuntimeError(f"GET /metrics answered {bad} under load")
+    best = {enabled: max(each, key=lambda run: run.per_second) for enabled, each in runs.items()}
+    return best[True], best[False], scrape

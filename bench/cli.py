@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.api_load import api_throughput
+from bench.diarization import diarization
 from bench.direct import DirectEngines
 from bench.events import event_delay
 from bench.findings import explain
@@ -42,7 +43,7 @@ RESULTS_DIR = REPO_ROOT / "bench-results"
 BENCHMARKS_MD = REPO_ROOT / "BENCHMARKS.md"
 README = REPO_ROOT / "README.md"
 DEFAULT_MODELS = {"cpu": "tiny.en", "cuda": "large-v3"}
-PARTS = ("overhead", "warm", "uploads", "api", "scaling", "events")
+PARTS = ("overhead", "warm", "uploads", "api", "scaling", "events", "diarization")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -196,7 +197,7 @@ def run(options: Options, report: Report, parts: frozenset[str]) -> None:
             log.info("part 3: the same upload into object storage (a real S3 server on loopback)")
             measure_s3_upload(service, report, options)
         restart_api(service, 2)
-        if not parts & {"warm", "overhead", "scaling", "api", "events"}:
+        if not parts & {"warm", "overhead", "scaling", "api", "events", "diarization"}:
             return
         direct: DirectEngines | None = None
         if "overhead" in parts:
@@ -225,6 +226,9 @@ def run(options: Options, report: Report, parts: frozenset[str]) -> None:
             if "events" in parts:
                 log.info("live events: segment decoded to SSE client")
                 event_delay(report, client, options)
+            if "diarization" in parts:
+                log.info("speakers: diarization error rate and time")
+                diarization(report, client, options)
             if "scaling" in parts:
                 log.info("part 5: scaling")
                 scaling(service, client, report, options)

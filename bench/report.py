@@ -122,9 +122,9 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-PART_ORDER = ("overhead", "warm models", "uploads", "API", "scaling", "events")
+PART_ORDER = ("overhead", "warm models", "uploads", "API", "scaling", "events", "diarization")
 """Table order: the issue's parts 1 to 5 (part 6 is the same table from a GPU run), then live
-events (issue 14)."""
+events (issue 14), then speakers (issue 17)."""
 
 HEADER = """# Benchmarks
 

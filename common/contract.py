@@ -1,4 +1,5 @@
-"""The queue contract: the job request, its meta, the task name, the status names, the Redis keys.
+"""The queue contract: the job request, its meta, the task name, the status names, the queues'
+names and the Redis keys.
 
 The API writes these and the worker reads them back; no other module knows a job's wire shape.
 """
@@ -23,7 +24,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job
 from rq.job import JobStatus as RQStatus
 
-from common.catalog import EngineName, Language
+from common.catalog import EngineName, Language, Route
 
 TASK = "worker.tasks.transcribe"
 """The worker's job function, enqueued by name so the API never imports worker code."""
@@ -167,6 +168,33 @@ class JobRequest(BaseModel):
         return data
 
 
+ROUTE_SEPARATOR = "@"
+"""Between QUEUE_NAME and the engine:model in the name of a route's queue."""
+
+
+def route_queue_name(queue_name: str, route: Route) -> str:
+    """The RQ queue that holds the jobs of one engine and model: `<QUEUE_NAME>@<engine>:<model>`.
+
+    Jobs wait on their route's queue, and a worker listens to the queues of the routes it
+    serves; every key beside rq's own stays under QUEUE_NAME (see Keys).
+    """
+    return f"{home_queue_name(queue_name)}{ROUTE_SEPARATOR}{route.engine.value}:{route.model}"
+
+
+def home_queue_name(queue_name: str) -> str:
+    """QUEUE_NAME of a route's queue name (a QUEUE_NAME is its own)."""
+    return queue_name.partition(ROUTE_SEPARATOR)[0]
+
+
+def route_of_queue(queue_name: str) -> Route | None:
+    """The route whose jobs a queue holds; None for QUEUE_NAME's own queue (or a foreign one)."""
+    _, separator, route = queue_name.partition(ROUTE_SEPARATOR)
+    engine, colon, model = route.partition(":")
+    if not separator or not colon or engine not in {member.value for member in EngineName}:
+        return None
+    return Route(EngineName(engine), model)
+
+
 def request_of(job: Job) -> JobRequest | None:
     """The request a job carries, or None when its arguments are not one (a foreign job)."""
     kwargs = job.kwargs if isinstance(job.kwargs, dict) else {}
@@ -179,7 +207,9 @@ def request_of(job: Job) -> JobRequest | None:
 class Progress(BaseModel):
     """How far a job has come."""
 
-    stage: str = Field(description="queued, loading_model, decoding, transcribing, aligning, done")
+    stage: str = Field(
+        description="queued, loading_model, decoding, transcribing, aligning, diarizing, done"
+    )
     percent: float | None = Field(default=None, ge=0, le=100)
 
 
@@ -292,16 +322,22 @@ def load_job(queue: Queue, job_id: str) -> Job | None:
         job = Job.fetch(job_id, connection=queue.connection, serializer=queue.serializer)
     except NoSuchJobError:
         return None
-    return job if job.origin == queue.name else None
+    same_service = home_queue_name(job.origin) == home_queue_name(queue.name)
+    return job if same_service else None
 
 
 class Keys:
-    """Every Redis key this service adds beside rq's own, under the queue's `rq:queue:<name>`."""
+    """Every Redis key this service adds beside rq's own, under QUEUE_NAME's `rq:queue:<name>`.
+
+    Built from a route's queue name, the keys are the same, except the queue's own list and the
+    waiting lists of fair turns (`rotation`, `pending`), which are the route's.
+    """
 
     def __init__(self, queue_name: str) -> None:
-        self.prefix = prefix = f"{Queue.redis_queue_namespace_prefix}{queue_name}"
-        self.queue = prefix
-        """The RQ queue's own list of job ids (rq names it so; every other key extends it)."""
+        namespace = Queue.redis_queue_namespace_prefix
+        self.prefix = prefix = f"{namespace}{home_queue_name(queue_name)}"
+        self.queue = queue = f"{namespace}{queue_name}"
+        """The RQ queue's own list of job ids (rq names it so)."""
         self.index = f"{prefix}:index"
         """Sorted set of job ids by creation time (GET /jobs)."""
         self.webhooks_due = f"{prefix}:webhooks"
@@ -316,9 +352,9 @@ class Keys:
         """Hash of API key names → the SHA-256 they are stored under."""
         self.api_key_last_used = f"{prefix}:api-key-last-used"
         """Hash of API key names → when each was last used (ISO time)."""
-        self.rotation = f"{prefix}:rotation"
-        """List of API key names with jobs waiting their turn, in turn order."""
-        self.pending_prefix = f"{prefix}:pending:"
+        self.rotation = f"{queue}:rotation"
+        """List of API key names with jobs waiting their turn for this queue, in turn order."""
+        self.pending_prefix = f"{queue}:pending:"
         """Prefix of each key's list of jobs waiting their turn (see `pending`)."""
 
     def webhook_scheduled(self, job_id: str) -> str:

@@ -11,9 +11,10 @@ from config import Settings
 
 
 def shown_default(name: str) -> str:
-    """A setting's default as the table shows it: blank when there is none (None, empty list)."""
+    """A setting's default as the table shows it: blank when there is none (None, empty list
+    or mapping)."""
     default = Settings.model_fields[name].get_default(call_default_factory=True)
-    return "" if default is None or default == [] else str(default)
+    return "" if default is None or default == [] or default == {} else str(default)
 
 
 def table() -> str:

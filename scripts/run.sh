@@ -60,12 +60,18 @@ if [ -z "${REDIS_URL:-}" ]; then
   done
 fi
 
-for _ in $(seq "$workers"); do
-  setsid "$root/.venv/bin/python" -m worker &
+# With WORKER_METRICS_PORT set, worker i (from 0) serves its metrics on that port + i.
+metrics_port="${WORKER_METRICS_PORT:-0}"
+for i in $(seq 0 $((workers - 1))); do
+  port=0
+  [ "$metrics_port" -gt 0 ] && port=$((metrics_port + i))
+  WORKER_METRICS_PORT=$port setsid "$root/.venv/bin/python" -m worker &
   service_pids+=($!)
 done
 
-setsid "$root/.venv/bin/gunicorn" api.main:app -k uvicorn_worker.UvicornWorker \
+# The config module gathers every gunicorn process's metrics for GET /metrics.
+setsid "$root/.venv/bin/gunicorn" -c python:api.gunicorn_conf api.main:app \
+  -k uvicorn_worker.UvicornWorker \
   --bind "0.0.0.0:$PORT" --graceful-timeout 30 --access-logfile - &
 service_pids+=($!)
 

@@ -10,11 +10,14 @@ from rq import Queue
 from rq.job import Job
 
 from api.jobs.queue import enqueue_transcription
-from common.catalog import EngineName
+from common.catalog import EngineName, Route
 from common.contract import JobRequest, Keys
 from common.events import JobEvent, event_of
+from common.fairness import waiting
+from common.routing import family_queue_names, route_queue
 from config import Settings
 from worker.engines.fake import FakeEngine, slow_model
+from worker.routing import served_routes, worker_queues
 from worker.rq_worker import TranscriptionWorker
 from worker.runtime import Runtime
 
@@ -30,11 +33,38 @@ def fake_runtime(settings: Settings) -> Runtime:
 
 
 def work(queue: Queue, runtime: Runtime) -> None:
-    """Run every queued job in this thread, as `python -m worker` would, then return."""
+    """Run every queued job in this thread, as `python -m worker` would, then return.
+
+    `queue` is QUEUE_NAME's; the worker listens to the route queues its settings serve, and to
+    every other route queue that has had jobs, since the fake engine's own models (`broken`,
+    `slow-N`) are no offered names.
+    """
+    queues = worker_queues(queue, served_routes(runtime.settings))
+    listened = {each.name for each in queues}
+    queues[-1:-1] = [
+        Queue(name, connection=queue.connection, serializer=queue.serializer)
+        for name in family_queue_names(queue.connection, queue.name)
+        if name not in listened
+    ]
     worker = TranscriptionWorker(
-        [queue], connection=queue.connection, serializer=queue.serializer, runtime=runtime
+        queues, connection=queue.connection, serializer=queue.serializer, runtime=runtime
     )
     worker.work(burst=True)
+
+
+def jobs_queue(queue: Queue, model: str = "tiny.en", engine: str = "whisperx") -> Queue:
+    """The route queue beside QUEUE_NAME's `queue` where jobs for `engine/model` wait (the
+    helpers here enqueue whisperx jobs)."""
+    return route_queue(queue, Route(EngineName(engine), model))
+
+
+def queued_jobs(queue: Queue) -> int:
+    """Jobs waiting on every route queue beside QUEUE_NAME's `queue`, fair-turn lists included."""
+    total = 0
+    for name in family_queue_names(queue.connection, queue.name):
+        each = Queue(name, connection=queue.connection, serializer=queue.serializer)
+        total += each.count + waiting(queue.connection, name)
+    return total
 
 
 def enqueue_audio(

@@ -126,6 +126,10 @@ class Service:
         self.procs.append(proc)
         return proc
 
+    def start_process(self, name: str, argv: list[str]) -> Proc:
+        """Any other process of the deployment (stopped with it), its log beside the others."""
+        return self._spawn(name, argv)
+
     def start_redis(self) -> Proc:
         data = self.root / "redis"
         data.mkdir(exist_ok=True)
@@ -152,7 +156,7 @@ class Service:
         self.api = self._spawn(
             "api",
             [
-                str(VENV_BIN / "gunicorn"), "api.main:app",
+                str(VENV_BIN / "gunicorn"), "-c", "python:api.gunicorn_conf", "api.main:app",
                 "-k", "uvicorn_worker.UvicornWorker",
                 "--bind", f"127.0.0.1:{self.api_port}", "--workers", str(web_workers),
             ],

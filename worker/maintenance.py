@@ -1,4 +1,5 @@
-"""A worker's housekeeping, under one lock per queue: abandoned and stranded jobs, old uploads."""
+"""A worker's housekeeping, under one lock per service: abandoned and stranded jobs on every
+route's queue, jobs an older version queued unrouted, old uploads."""
 
 from __future__ import annotations
 
@@ -13,13 +14,25 @@ from collections.abc import Callable, Iterator
 from redis.exceptions import RedisError
 from rq import Queue
 from rq.job import Job
+from rq.worker_registration import clean_worker_registry
 
-from common.contract import LIVE, Keys, load_job, public_status_of
+from common.catalog import Route
+from common.contract import (
+    LIVE,
+    Keys,
+    home_queue_name,
+    load_job,
+    public_status_of,
+    request_of,
+    route_queue_name,
+)
 from common.fairness import feed
 from common.job_end import end_job
 from common.redis_conn import replicas_hold
+from common.routing import QUEUES_KEY, family_queue_names, service_queue_names
 from common.storage import Listed, StorageUnavailable, storage_of
 from config import Settings
+from worker import metrics
 from worker.failures import record_failure
 
 log = logging.getLogger(__name__)
@@ -29,7 +42,8 @@ MAINTENANCE_LOCK_TTL_S = 60
 
 @contextlib.contextmanager
 def maintenance_lock(queue: Queue) -> Iterator[bool]:
-    """Hold the queue's maintenance lock, if free; yields whether this process holds it."""
+    """Hold the service's maintenance lock (one for QUEUE_NAME and its route queues), if free;
+    yields whether this process holds it."""
     key = Keys(queue.name).maintenance_lock
     token = secrets.token_hex(8)
     if not queue.connection.set(key, token, nx=True, ex=MAINTENANCE_LOCK_TTL_S):
@@ -77,27 +91,85 @@ def requeue_stranded(queue: Queue, grace_s: float, now: float | None = None) -> 
     return requeued
 
 
+def recover_abandoned(queue: Queue, settings: Settings, now: float | None = None) -> list[Job]:
+    """Jobs of `queue` whose heartbeats expired by `now` go to rq's retry-or-fail logic; a job
+    failed for good takes the job-end path. Returns those jobs as they stand after it."""
+    registry = queue.started_job_registry
+    abandoned: list[str] = registry.get_expired_job_ids(now)
+    registry.cleanup(timestamp=now, exception_handlers=[record_failure])
+    recovered: list[Job] = []
+    for job_id in abandoned:
+        job = load_job(queue, job_id)
+        if job is not None:
+            metrics.attempt_failed(job)
+            end_job(job, settings)
+            recovered.append(job)
+    return recovered
+
+
+# KEYS: QUEUE_NAME's list, the route queue's list, the job's hash, rq's set of queues.
+# ARGV: job id, the route queue's name. Moves a job queued unrouted, once.
+_REROUTE = """
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[3], 'origin', ARGV[2])
+redis.call('SADD', KEYS[4], KEYS[2])
+return 1
+"""
+
+REROUTE_BATCH = 500
+"""Most unrouted jobs moved per maintenance pass."""
+
+
+def reroute_unrouted(queue: Queue) -> list[str]:
+    """Move jobs waiting on QUEUE_NAME's own queue (queued by a version without routing, or
+    by a key's turn in its old waiting lists) to their engine and model's queue, at its end;
+    returns their ids. No worker takes jobs from QUEUE_NAME's own queue."""
+    home = Queue(home_queue_name(queue.name), connection=queue.connection,
+                 serializer=queue.serializer)  # fmt: skip
+    moved: list[str] = []
+    for _ in range(REROUTE_BATCH):
+        feed(queue.connection, home.name)  # the old waiting lists, one job per key in turn
+        job_ids = home.get_job_ids(0, 1)
+        if not job_ids:
+            break
+        job = load_job(home, job_ids[0])
+        request = request_of(job) if job is not None else None
+        if job is None or request is None:
+            queue.connection.lrem(home.key, 1, job_ids[0])  # rq's dequeue would skip it too
+            continue
+        target = route_queue_name(home.name, Route(request.engine, request.model))
+        keys = [home.key, Keys(target).queue, job.key, QUEUES_KEY]
+        if queue.connection.eval(_REROUTE, len(keys), *keys, job.id, target):
+            moved.append(job.id)
+    if moved:
+        log.info("moved %d job(s) queued without a route to their model's queue", len(moved))
+    return moved
+
+
 def run_maintenance(
     queue: Queue, settings: Settings, now: float | None = None, stranded_grace_s: float = 30
 ) -> None:
-    """One pass: abandoned jobs (heartbeats expired by `now`) go to rq's retry-or-fail logic, and
-    stranded ones (see requeue_stranded) back to the queue.
+    """One pass over QUEUE_NAME and every route queue that has had jobs: abandoned jobs
+    (heartbeats expired by `now`, see recover_abandoned), stranded ones (see requeue_stranded)
+    back to their queue, fair turns fed, workers that died unannounced forgotten (so /health
+    and routing stop counting them), and unrouted jobs routed.
 
-    A Redis lock keeps workers from handling the same abandoned job twice; a job failed for good
-    takes the job-end path.
+    A Redis lock keeps workers from handling the same abandoned job twice.
     """
     with maintenance_lock(queue) as held:
         if not held:
             return
-        registry = queue.started_job_registry
-        abandoned: list[str] = registry.get_expired_job_ids(now)
-        registry.cleanup(timestamp=now, exception_handlers=[record_failure])
-        for job_id in abandoned:
-            job = load_job(queue, job_id)
-            if job is not None:
-                end_job(job, settings)
-        requeue_stranded(queue, stranded_grace_s, now)
-        feed(queue.connection, queue.name)  # a safety net: feeds happen at every move
+        with_jobs = family_queue_names(queue.connection, queue.name)
+        for name in with_jobs:
+            each = Queue(name, connection=queue.connection, serializer=queue.serializer)
+            recover_abandoned(each, settings, now)
+            requeue_stranded(each, stranded_grace_s, now)
+            feed(each.connection, each.name)  # a safety net: feeds happen at every move
+        served = service_queue_names(queue.connection, queue.name, settings.catalogue().routes())
+        for name in served:  # also the pairs that never had a job: their servability
+            clean_worker_registry(Queue(name, connection=queue.connection))
+        reroute_unrouted(queue)
 
 
 def start_maintenance_thread(

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import fcntl
+import gc
 import hashlib
 import importlib.util
 import logging
@@ -180,13 +183,59 @@ def _atomic_copy(source: Path, target: Path) -> None:
         temp.unlink(missing_ok=True)
 
 
+def pin_device(requested: str) -> str:
+    """DEVICE as the engines take it: `cuda:N` pins this process to GPU N (the N-th of those
+    CUDA_VISIBLE_DEVICES lists, else of all) by narrowing CUDA_VISIBLE_DEVICES to it, so that
+    every library here (torch, CTranslate2, pyannote) sees that GPU alone, as `cuda`.
+
+    Call before anything initializes CUDA. Raises ValueError for a GPU that is not listed.
+    """
+    device, colon, index = requested.partition(":")
+    if device != "cuda" or not colon:
+        return requested
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        visible = [item.strip() for item in listed.split(",") if item.strip()]
+        if int(index) >= len(visible):
+            raise ValueError(
+                f"DEVICE={requested}, but CUDA_VISIBLE_DEVICES={listed!r} lists "
+                f"{len(visible)} GPU(s)"
+            )
+        chosen = visible[int(index)]
+    else:
+        chosen = index
+    # The CUDA runtime reads it when it initializes: this process's own setting, like
+    # limit_native_threads' below.
+    os.environ["CUDA_VISIBLE_DEVICES"] = chosen
+    log.info("pinned to GPU %s (CUDA_VISIBLE_DEVICES=%s)", requested, chosen)
+    return "cuda"
+
+
 def resolve_device(requested: str) -> str:
-    """`cpu` or `cuda`: `auto` picks cuda when torch sees a GPU."""
+    """`cpu` or `cuda`: `auto` picks cuda when torch sees a GPU; `cuda:N` is pinned first
+    (see pin_device)."""
+    requested = pin_device(requested)
     if requested != "auto":
         return requested
     import torch  # heavy: only the worker resolves devices
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def release_memory(device: str) -> None:
+    """Give what unloaded models held back: Python's garbage, torch's CUDA cache on a GPU, and
+    freed heap pages to the OS (glibc's malloc_trim), so RSS and GPU memory drop."""
+    gc.collect()
+    if device.startswith("cuda"):
+        import torch  # already imported by the engines on a CUDA worker
+
+        torch.cuda.empty_cache()
+    libc = ctypes.util.find_library("c")
+    if libc is not None and sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(libc).malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc (musl): nothing to trim with
+            log.debug("malloc_trim unavailable")
 
 
 def resolve_compute_type(requested: str, device: str) -> str:

@@ -31,8 +31,11 @@ from common.cancellation import cancel_requested
 from common.contract import StageProgress, meta_of, store_meta
 from common.fairness import feed
 from common.job_end import end_job
-from worker.failures import record_failure
-from worker.maintenance import maintenance_lock
+from worker import metrics
+from worker.failures import is_out_of_memory, record_failure
+from worker.maintenance import maintenance_lock, recover_abandoned
+from worker.models import release_memory
+from worker.routing import RoutedQueue
 from worker.runtime import Runtime
 from worker.stopping import JobStopped, clear_stop, request_stop
 from worker.tasks import TranscriptionJob
@@ -51,14 +54,20 @@ class TranscriptionWorker(SimpleWorker):
     """Longest pause between reconnection attempts while Redis is down (rq's default is 60 s),
     so a worker is back at work within seconds of Redis."""
 
-    def __init__(self, *args: Any, runtime: Runtime, **kwargs: Any) -> None:
+    def __init__(self, queues: list[Queue], *args: Any, runtime: Runtime, **kwargs: Any) -> None:
+        """`queues` as `worker.routing.worker_queues` lists them (any Queue objects)."""
         settings = runtime.settings
         kwargs.setdefault("exception_handlers", [record_failure])
         kwargs.setdefault("job_class", TranscriptionJob)
         kwargs.setdefault("job_monitoring_interval", settings.heartbeat_interval_s)
         # A short registration TTL, so /health stops counting a killed worker within ~90 s.
         kwargs.setdefault("worker_ttl", max(settings.heartbeat_ttl_s, 20))
-        super().__init__(*args, **kwargs)
+        routed = [
+            RoutedQueue(queue.name, connection=queue.connection, serializer=queue.serializer)
+            for queue in queues
+        ]
+        kwargs["queue_class"] = RoutedQueue
+        super().__init__(routed, *args, **kwargs)
         self._runtime = runtime
         self._settings = settings
         self._running_job: Job | None = None
@@ -71,6 +80,25 @@ class TranscriptionWorker(SimpleWorker):
         """A short TTL, renewed by the heartbeat thread: a dead worker's job expires quickly."""
         return self._settings.heartbeat_ttl_s
 
+    def reorder_queues(self, reference_queue: Queue) -> None:
+        """Round robin: after a job from one queue, the next queue is tried first, so a worker
+        of several engine/model pairs serves them in turns (rq's RoundRobinWorker)."""
+        if reference_queue not in self._ordered_queues:
+            return
+        position = self._ordered_queues.index(reference_queue)
+        self._ordered_queues = (
+            self._ordered_queues[position + 1 :] + self._ordered_queues[: position + 1]
+        )
+
+    def prepare_job_execution(
+        self,
+        job: Job,
+        remove_from_intermediate_queue: bool = False,  # noqa: ARG002 - always, see below
+    ) -> None:
+        """rq's bookkeeping at a job's start; the job always leaves its queue's intermediate
+        list, where every dequeue here puts it (rq assumes so only for a one-queue worker)."""
+        super().prepare_job_execution(job, remove_from_intermediate_queue=True)
+
     def execute_job(self, job: Job, queue: Queue) -> None:
         """Run the job in this process while a thread keeps its heartbeat and watches its time."""
         self._running_job, self._running_queue = job, queue
@@ -78,15 +106,19 @@ class TranscriptionWorker(SimpleWorker):
             job.runtime = self._runtime
         with contextlib.suppress(RedisError):  # the next key's job takes the place on the queue
             feed(self.connection, queue.name)
+        metrics.job_started(job)
         finished = threading.Event()
         helper = threading.Thread(
             target=self._watch, args=(job, finished), name="job-heartbeat", daemon=True
         )
+        metrics.WORKER_BUSY.set(1)
         try:
             self.prepare_execution(job)
             helper.start()
-            self.perform_job(job, queue)
+            with self._runtime.cache.job():
+                self.perform_job(job, queue)
         finally:
+            metrics.WORKER_BUSY.set(0)
             finished.set()
             if helper.is_alive():
                 helper.join()
@@ -105,6 +137,9 @@ class TranscriptionWorker(SimpleWorker):
     def handle_exception(self, job: Job, *exc_info: Any) -> None:
         """A job that stopped on request, or failed after a cancel, is rq's `stopped`, not a
         failure: no retry, no traceback in the log; other exceptions go to rq's handling."""
+        if is_out_of_memory(exc_info[1]):
+            log.error("job %s ran out of GPU memory; the worker goes on", job.id)
+            release_memory(self._runtime.device)  # what the failed job held, for the next one
         if not isinstance(exc_info[1], JobStopped) and not self._cancel_requested(job):
             super().handle_exception(job, *exc_info)
             return
@@ -132,6 +167,8 @@ class TranscriptionWorker(SimpleWorker):
             ),
             f"record the result of job {job.id}",
         )
+        # The return value rq has just stored (perform_job keeps it on the job).
+        metrics.job_finished(job, getattr(job, "_result", None))
         end_job(job, self._settings)
 
     def handle_job_failure(
@@ -149,6 +186,7 @@ class TranscriptionWorker(SimpleWorker):
             ),
             f"record the failure of job {job.id}",
         )
+        metrics.attempt_failed(job)
         end_job(job, self._settings)
 
     def _outlast_redis_outage(self, action: Callable[[], T], what: str) -> T:
@@ -176,6 +214,7 @@ class TranscriptionWorker(SimpleWorker):
         for queue in self.queues:
             with maintenance_lock(queue) as held:
                 if held:
+                    recover_abandoned(queue, self._settings)  # counted, before rq's cleanup
                     clean_registries(queue, self._exc_handlers)
                     clean_worker_registry(queue)
         self.last_cleaned_at = datetime.now(UTC)  # type: ignore[assignment]

@@ -15,8 +15,11 @@ from rq.job import Job
 
 from common.contract import JobRequest, Progress, StageProgress, meta_of, store_meta
 from common.events import EventKind, EventPublisher
+from common.speakers import assign_speakers
 from common.transcript import Segment, Transcript
 from worker.audio import AudioDecodeError, audio_exists, audio_gone, decode_audio, fetched_audio
+from worker.diarization.base import SpeakerCount
+from worker.engines.base import Audio, ProgressCallback
 from worker.runtime import Runtime
 from worker.stopping import StopCheck
 
@@ -174,12 +177,46 @@ def transcribe(runtime: Runtime, **arguments: Any) -> dict[str, Any]:
     transcript = engine_impl.transcribe(audio, request.options, progress, segments)
     stop_check()  # a cancel that came during the last native call still wins
     segments.complete(transcript)
+    if request.options.diarize:
+        diarize(runtime, audio, request, transcript, progress)
+        stop_check()
     transcript.timings.model_load_s = load_s
     transcript.timings.decode_s = decode_s
     transcript.timings.queue_wait_s = _queue_wait_s(job)
     transcript.timings.total_s = time.perf_counter() - started
     progress.finish(transcript.language)
     return transcript.model_dump(mode="json")
+
+
+def diarize(
+    runtime: Runtime,
+    audio: Audio,
+    request: JobRequest,
+    transcript: Transcript,
+    progress: ProgressCallback,
+) -> None:
+    """Label the transcript's segments and words with speakers (stage `diarizing`), from the
+    worker's diarization backend (loaded on first use), and record which backend it was, why
+    (in `notes`, when `auto` fell back) and how long it took (`timings.diarize_s`, its load
+    included)."""
+    progress("diarizing", None)
+    started = time.perf_counter()
+    loaded = runtime.diarizer.get()
+    options = request.options
+    count = SpeakerCount(options.num_speakers, options.min_speakers, options.max_speakers)
+    turns = loaded.diarizer.diarize(audio, count)
+    assign_speakers(transcript, turns)
+    transcript.diarization_backend = loaded.name
+    transcript.notes.extend(loaded.notes)
+    if not turns:
+        transcript.notes.append("diarization found no speech: no speaker labels")
+    elif not any(segment.words for segment in transcript.segments):
+        transcript.notes.append(
+            "speakers labelled per segment only (no word timings): a segment in which the "
+            "speaker changes carries the label of whoever speaks most of it"
+        )
+    transcript.timings.diarize_s = time.perf_counter() - started
+    progress("diarizing", 100.0)
 
 
 class TranscriptionJob(Job):

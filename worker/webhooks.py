@@ -32,6 +32,7 @@ from common.outbound import OutboundPolicy, OutboundRefused, PinnedTransport, Un
 from common.webhook_signing import signed_headers
 from common.webhooks import claim_due, finish, postpone, retry_delay_s
 from config import Settings
+from worker import metrics
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +172,8 @@ def run_deliveries(
             continue
         try:
             result = attempt_delivery(connection, queue_name, job_id, settings, policy, send)
+            if result.outcome != "gone":
+                metrics.webhook_attempted(result.outcome)
             if result.outcome == "retry":
                 postpone(connection, queue_name, job_id, result.delay_s)
             else:

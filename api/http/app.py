@@ -22,10 +22,12 @@ from starlette.responses import Response
 
 from api.errors import ServiceError, service_error_handler
 from api.http.deps import get_caller
+from api.http.metrics import RequestMetrics
 from api.http.routes import (
     events,
     health,
     jobs,
+    metrics,
     openai_audio,
     openai_models,
     results,
@@ -165,6 +167,9 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health.router)
     app.include_router(web.router)
     app.mount(web.ASSETS_URL, web.assets(), name="web")
+    if settings.metrics_enabled:
+        app.include_router(metrics.router)
+        app.add_middleware(RequestMetrics)
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RedisError, _redis_unavailable)
     app.add_exception_handler(RequestValidationError, _invalid_request)

@@ -161,3 +161,28 @@ def get_submitting(
 
 
 SubmittingDep = Annotated[Submitting, Depends(get_submitting)]
+
+
+def require_metrics_key(
+    settings: SettingsDep,
+    queue: QueueDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    api_key: Annotated[str | None, Depends(_api_key_header)],
+) -> None:
+    """With METRICS_REQUIRE_ADMIN_KEY, an admin key (ADMIN_API_KEY or one made `--admin`),
+    whether or not REQUIRE_API_KEY is on: 401 without a known key, 403 for another key."""
+    if not settings.metrics_require_admin_key:
+        return
+    secret = bearer.credentials if bearer is not None else api_key
+    if not secret:
+        raise _unauthorized("GET /metrics needs an admin API key: send `Authorization: Bearer`")
+    admin = settings.admin_api_key
+    if admin is not None and hmac.compare_digest(
+        secret.encode(), admin.get_secret_value().encode()
+    ):
+        return
+    key = KeyStore(queue.connection, queue.name).find(secret)
+    if key is None:
+        raise _unauthorized("the API key is unknown or has been revoked")
+    if not key.admin:
+        raise ServiceError(403, "GET /metrics needs an admin API key")

@@ -92,8 +92,14 @@ class Health(BaseModel):
 
     status: str = Field(description="ok, or unavailable when Redis cannot be reached")
     redis: bool
-    workers: int = Field(description="Live workers listening on the transcription queue.")
-    queued: int = Field(default=0, description="Jobs waiting in the queue.")
+    workers: int = Field(
+        description="Live workers ready for jobs (their PRELOAD_MODELS loaded), of any model."
+    )
+    queued: int = Field(default=0, description="Jobs waiting, every engine and model together.")
+    servable: dict[str, int] = Field(
+        default_factory=dict,
+        description="Each engine/model that live workers serve, with how many of them serve it.",
+    )
 
 
 class Liveness(BaseModel):

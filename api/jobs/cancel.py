@@ -21,6 +21,7 @@ from common.cancellation import request_cancel
 from common.contract import CANCELABLE, Keys, PublicStatus, meta_of, public_status
 from common.fairness import withdraw
 from common.job_end import delete_upload, end_job
+from common.metrics import count_end
 from config import Settings
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ def cancel_job(settings: Settings, job: Job) -> Literal["canceled", "stopping"]:
         withdraw(connection, job.origin, owner, job.id)
     with contextlib.suppress(InvalidJobOperation):
         job.cancel()
+        count_end(job, "canceled")
     # rq keeps a canceled job with no expiry: keep it as long as a failed one.
     connection.expire(job.key, settings.failure_ttl_s)
     end_job(job, settings)

@@ -10,6 +10,7 @@ from rq.job import Job
 
 from api.jobs.index import index_job
 from api.keys.quotas import Limits
+from common.catalog import Route
 from common.contract import (
     TASK,
     JobMeta,
@@ -21,6 +22,8 @@ from common.contract import (
     store_meta,
 )
 from common.fairness import feed, hold
+from common.metrics import JOBS_SUBMITTED
+from common.routing import route_queue
 from config import Settings
 
 
@@ -58,9 +61,11 @@ def enqueue_transcription(
     callback_url: str | None = None,
     owner: str | None = None,
 ) -> Job:
-    """Put one transcription on the queue and in the job index; only the file's path crosses
-    Redis. `callback_url` gets the webhook; `owner` is the submitting API key's name, and with
-    one the job waits its key's turn before it reaches the RQ queue."""
+    """Put one transcription on its engine and model's queue (beside `queue`, QUEUE_NAME's) and
+    in the job index; only the file's path crosses Redis. `callback_url` gets the webhook;
+    `owner` is the submitting API key's name, and with one the job waits its key's turn before
+    it reaches the RQ queue."""
+    queue = route_queue(queue, Route(request.engine, request.model))
     job = queue.create_job(
         TASK,
         kwargs=request.model_dump(mode="json", exclude_none=True),
@@ -82,6 +87,7 @@ def enqueue_transcription(
         pipeline.execute()
     if owner is not None:
         feed(queue.connection, queue.name)
+    JOBS_SUBMITTED.labels(request.engine.value, request.model).inc()
     return job
 
 

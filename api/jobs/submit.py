@@ -23,11 +23,12 @@ from api.jobs.cancel import cancel_job, erase_job
 from api.jobs.idempotency import Idempotency, KeyedSubmission
 from api.jobs.queue import Caller, enqueue_transcription
 from api.keys.quotas import Admission, Quotas
-from common.catalog import KNOWN_MODELS, EngineName, is_english_only
+from common.catalog import EngineName, Route
 from common.contract import JobRequest, Keys, PublicStatus, TranscribeOptions
 from common.media import ALLOWED_DEMUXERS
 from common.outbound import OutboundPolicy, OutboundRefused
 from common.redis_conn import replicas_hold
+from common.routing import live_workers, serving
 from common.storage import StagedUpload
 from config import Settings
 
@@ -55,6 +56,11 @@ class Submission:
     options: TranscribeOptions
     callback_url: str | None = None
 
+    @property
+    def route(self) -> Route:
+        """The engine and model the job needs a worker for."""
+        return Route(self.engine, self.model)
+
     def request(self, audio_path: str, *, keep_audio: bool = False) -> JobRequest:
         """The job request for the audio at `audio_path` (the client's own with `keep_audio`)."""
         return JobRequest(
@@ -76,13 +82,9 @@ class Accepted:
 
 
 def offered_models(settings: Settings) -> list[str]:
-    """The model names clients may ask for: ALLOWED_MODELS, or every known model when unset."""
-    allowed = settings.allowed_models
-    if not allowed:
-        return list(KNOWN_MODELS)
-    return [name for name in KNOWN_MODELS if name in allowed] + sorted(
-        set(allowed).difference(KNOWN_MODELS)
-    )
+    """The model names clients may ask for: the known names and MODELS' (ALLOWED_MODELS
+    narrows them), on at least one engine."""
+    return settings.catalogue().models()
 
 
 def check_fields(params: TranscribeForm, settings: Settings) -> Submission:
@@ -91,11 +93,21 @@ def check_fields(params: TranscribeForm, settings: Settings) -> Submission:
     No I/O: the callback's address is checked separately (`check_callback`).
     """
     model = params.model if params.model is not None else settings.default_model
-    offered = offered_models(settings)
+    catalogue = settings.catalogue()
+    offered = catalogue.models()
     if model not in offered:
         raise InvalidField(
             "model", f"model {model!r} is not offered here; choose one of {offered}", model
         )
+    if not catalogue.offers(Route(params.engine, model)):
+        engines = [engine.value for engine in catalogue.engines_of(model)]
+        raise InvalidField(
+            "model",
+            f"model {model!r} is not offered on engine {params.engine.value!r}; it runs on "
+            f"{engines}",
+            model,
+        )
+    is_english_only = catalogue.english_only
     if params.language is not None and params.language.value != "en" and is_english_only(model):
         raise InvalidField(
             "language",
@@ -153,6 +165,24 @@ async def check_callback(submission: Submission, policy: OutboundPolicy) -> None
         ) from None
 
 
+def check_servable(queue: Queue, settings: Settings, route: Route) -> None:
+    """A 503 when workers are live but none serves `route`, unless QUEUE_UNSERVED_MODELS; with
+    no live worker at all (all restarting, none started yet) the job is queued as ever."""
+    if settings.queue_unserved_models:
+        return
+    connection = queue.connection
+    if live_workers(connection, queue.name) == 0 or serving(connection, queue.name, [route])[route]:
+        return
+    routes = settings.catalogue().routes()
+    served = [f"{r.id} ({n})" for r, n in serving(connection, queue.name, routes).items() if n]
+    raise ServiceError(
+        503,
+        f"no live worker serves model {route.model!r} on engine {route.engine.value!r} "
+        f"({route.id}); served now, with their workers: {', '.join(served) or 'none'}",
+        {"Retry-After": str(settings.redis_retry_after_s)},
+    )
+
+
 async def submit(
     queue: Queue,
     settings: Settings,
@@ -166,11 +196,12 @@ async def submit(
     """Claim the request's Idempotency-Key, take the caller's quotas, fetch the audio, check
     it and enqueue its job.
 
-    A replay of the key answers the earlier job and fetches nothing. Raises ServiceError: 415
-    (not audio in an allowed container), 413 (too long), 409 (the key), 429 (a quota), 503 when
-    fewer than REDIS_MIN_REPLICAS replicas acknowledge the job in time (it is withdrawn), and
-    what `fetch` raises. The staged upload, the quotas taken and the key become the job's only
-    once the job is enqueued (and held by the replicas asked for).
+    A replay of the key answers the earlier job and fetches nothing. Raises ServiceError: 503
+    (no live worker serves the model, see `check_servable`), 415 (not audio in an allowed
+    container), 413 (too long), 409 (the key), 429 (a quota), 503 when fewer than
+    REDIS_MIN_REPLICAS replicas acknowledge the job in time (it is withdrawn), and what `fetch`
+    raises. The staged upload, the quotas taken and the key become the job's only once the job
+    is enqueued (and held by the replicas asked for).
     """
     # A claim (and a place among the active jobs) outlives its request's fetch and probe.
     pending_ttl_s = int(idempotency.fetch_s + settings.ffprobe_timeout_s) + 30
@@ -188,6 +219,7 @@ async def submit(
     async with keyed.claim(job_id) as replay:
         if replay is not None:
             return Accepted(replay.job_id, PublicStatus(replay.status), replayed=True)
+        await run_in_threadpool(check_servable, queue, settings, submission.route)
         admission = (
             None
             if caller is None or caller.admin

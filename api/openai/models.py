@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from api.jobs.submit import offered_models
-from common.catalog import EngineName
+from common.catalog import EngineName, Route
 from config import Settings
 
 WHISPER_1 = "whisper-1"
@@ -25,13 +24,17 @@ class ModelChoice:
 
     @property
     def id(self) -> str:
-        return f"{self.engine.value}/{self.model}"
+        return self.route.id
+
+    @property
+    def route(self) -> Route:
+        """The engine and model, as workers serve them."""
+        return Route(self.engine, self.model)
 
 
 def model_ids(settings: Settings) -> list[str]:
     """Every id this server answers to, `whisper-1` first, then engine by engine."""
-    models = offered_models(settings)
-    return [WHISPER_1, *(f"{engine.value}/{name}" for engine in EngineName for name in models)]
+    return [WHISPER_1, *(route.id for route in settings.catalogue().routes())]
 
 
 def resolve(model_id: str, settings: Settings, engine: EngineName | None = None) -> ModelChoice:
@@ -41,17 +44,20 @@ def resolve(model_id: str, settings: Settings, engine: EngineName | None = None)
     Raises LookupError for an id this server does not offer, ValueError when `engine` differs
     from the engine the id names.
     """
-    offered = offered_models(settings)
+    catalogue = settings.catalogue()
     if model_id == WHISPER_1:
         return ModelChoice(engine or settings.default_engine, settings.default_model)
-    named_engine, slash, name = model_id.rpartition("/")
-    if not slash:
-        if model_id not in offered:
+    if "/" not in model_id:
+        if model_id not in catalogue.models():
             raise LookupError(model_id)
         return ModelChoice(engine or settings.default_engine, model_id)
-    if named_engine not in {member.value for member in EngineName} or name not in offered:
+    try:
+        route = Route.parse(model_id)
+    except ValueError:
+        raise LookupError(model_id) from None
+    if not catalogue.offers(route):
         raise LookupError(model_id)
-    choice = ModelChoice(EngineName(named_engine), name)
+    choice = ModelChoice(route.engine, route.model)
     if engine is not None and engine != choice.engine:
         raise ValueError(
             f"model {model_id!r} runs on {choice.engine.value!r}, not {engine.value!r}"

@@ -55,6 +55,10 @@ class AudioForm(BaseModel):
     vad: bool | None = None
     beam_size: int | None = Field(default=None, ge=1, le=10)
     word_timestamps: bool | None = None
+    diarize: bool = False
+    num_speakers: int | None = None
+    min_speakers: int | None = None
+    max_speakers: int | None = None
 
     @property
     def wants_words(self) -> bool:
@@ -119,13 +123,25 @@ def job_fields(form: AudioForm, task: Task, settings: Settings) -> TranscribeFor
     }
     if form.vad is not None:
         values["vad"] = form.vad
+    if form.diarize:
+        values["diarize"] = True
+    for name in SPEAKER_COUNTS:
+        values[name] = getattr(form, name)
     if form.temperature and choice.engine == EngineName.TIMESTAMPED:
         values["temperature"] = form.temperature
     try:
         return TranscribeForm.model_validate(values)
     except ValidationError as error:
         first = error.errors(include_url=False)[0]
-        raise InvalidField(str(first["loc"][-1]), first["msg"], first.get("input")) from None
+        if first["loc"]:
+            raise InvalidField(str(first["loc"][-1]), first["msg"], first.get("input")) from None
+        # A check across fields (the speaker counts): the first count given is at fault.
+        field = next((name for name in SPEAKER_COUNTS if values[name] is not None), "diarize")
+        raise InvalidField(field, first["msg"], values[field]) from None
+
+
+SPEAKER_COUNTS = ("num_speakers", "min_speakers", "max_speakers")
+"""The speaker-count fields, checked with `diarize` by `TranscribeOptions`."""
 
 
 OPENAI_PARAM = {"initial_prompt": "prompt", "task": "model"}

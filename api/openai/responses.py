@@ -36,8 +36,8 @@ def compression_ratio(text: str) -> float:
 
 
 def verbose_segment(segment: Segment, temperature: float) -> dict[str, Any]:
-    """One segment as verbose_json lists it."""
-    return {
+    """One segment as verbose_json lists it, with its `speaker` when diarized."""
+    listed: dict[str, Any] = {
         "id": segment.id,
         "seek": segment.seek
         if segment.seek is not None
@@ -53,6 +53,9 @@ def verbose_segment(segment: Segment, temperature: float) -> dict[str, Any]:
         else compression_ratio(segment.text),
         "no_speech_prob": segment.no_speech_prob if segment.no_speech_prob is not None else 0.0,
     }
+    if segment.speaker is not None:
+        listed["speaker"] = segment.speaker
+    return listed
 
 
 def verbose_body(transcript: Transcript, form: AudioForm, task: Task) -> dict[str, Any]:
@@ -71,6 +74,7 @@ def verbose_body(transcript: Transcript, form: AudioForm, task: Task) -> dict[st
     if form.wants_words:
         body["words"] = [
             {"word": word.word, "start": word.start, "end": word.end}
+            | ({} if word.speaker is None else {"speaker": word.speaker})
             for segment in transcript.segments
             for word in segment.words
         ]

@@ -240,6 +240,7 @@ function fields() {
   const result = Object.fromEntries(Object.entries(chosen).filter(([, value]) => value !== ""));
   result.word_timestamps = $("word_timestamps").checked;
   result.vad = $("vad").checked;
+  if ($("diarize").checked) result.diarize = true;
   return result;
 }
 

@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 SHARED_DATA = REPO.parent / "shared" / "data"
 COMPOSE_FILE = REPO / "docker-compose.yml"
 CPU_OVERRIDE = REPO / "docker-compose.cpu.yml"
+GPUS_OVERRIDE = REPO / "docker-compose.gpus.yml"
 # The images' Python environments, synced from the lock by their own `uv sync` lines. Kept
 # between runs (a re-sync only checks) in var/, which git ignores and `make clean` removes.
 IMAGE_ENVIRONMENTS = REPO / "var" / "image-envs"
@@ -200,20 +201,54 @@ def _strip_tags(node: Any) -> Any:
     return node
 
 
+def _read(path: Path, variables: Mapping[str, str]) -> dict[str, Any]:
+    loader = _ComposeLoader(path.read_text())
+    try:
+        document: dict[str, Any] = loader.get_single_data()
+    finally:
+        loader.dispose()
+    interpolated: dict[str, Any] = _interpolate_tree(document, variables)
+    return interpolated
+
+
+# What `extends` never takes from the service it extends (Compose Specification).
+_NOT_EXTENDED = frozenset({"depends_on", "volumes_from"})
+
+
+def _extended(
+    service: Any, siblings: Mapping[str, Any], directory: Path, variables: Mapping[str, str]
+) -> Any:
+    """A service with its `extends` resolved: the extended service (from `file`, or from the
+    same file), less `depends_on`, with this service's own keys merged over it."""
+    if not isinstance(service, dict) or "extends" not in service:
+        return service
+    reference = service["extends"]
+    if isinstance(reference, str):
+        reference = {"service": reference}
+    if "file" in reference:
+        source = directory / reference["file"]
+        siblings, directory = _read(source, variables)["services"], source.parent
+    base = _extended(siblings[reference["service"]], siblings, directory, variables)
+    inherited = {key: value for key, value in _strip_tags(base).items() if key not in _NOT_EXTENDED}
+    return _merge(inherited, {key: value for key, value in service.items() if key != "extends"})
+
+
 def load_compose(files: Sequence[Path], variables: Mapping[str, str]) -> dict[str, Any]:
     """The compose model of `files` merged in order, as `docker compose -f a -f b config` builds it.
 
-    Covers what this project's files use: anchors and merge keys, interpolation, `!reset` and
-    `!override`, mappings merged key by key, environments given as lists or mappings.
+    Covers what this project's files use: anchors and merge keys, interpolation, `extends` (of
+    a service in the same or another file), `!reset` and `!override`, mappings merged key by
+    key, environments given as lists or mappings.
     """
     model: dict[str, Any] = {}
     for path in files:
-        loader = _ComposeLoader(path.read_text())
-        try:
-            document = loader.get_single_data()
-        finally:
-            loader.dispose()
-        model = _merge(model, _interpolate_tree(document, variables))
+        document = _read(path, variables)
+        services = document.get("services") or {}
+        document["services"] = {
+            name: _extended(service, services, path.parent, variables)
+            for name, service in services.items()
+        }
+        model = _merge(model, document)
     return model
 
 

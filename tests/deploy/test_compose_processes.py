@@ -55,7 +55,7 @@ def test_stack_transcribes_jfk(tmp_path: Path) -> None:
     in as compose variables, as a user's .env would set them; the healthchecks are the compose
     file's and the images' own.
     """
-    api_port, redis_port = free_port(), free_port()
+    api_port, redis_port, metrics_port = free_port(), free_port(), free_port()
     password = secrets.token_hex(12)
     variables = {
         "API_PORT": str(api_port),
@@ -63,6 +63,7 @@ def test_stack_transcribes_jfk(tmp_path: Path) -> None:
         "REDIS_PASSWORD": password,
         "WEB_CONCURRENCY": "2",
         "ADMIN_API_KEY": ADMIN_KEY,
+        "WORKER_METRICS_PORT": str(metrics_port),
     }
     plans = plan_stack(
         COMPOSE_FILES,
@@ -107,6 +108,18 @@ def test_stack_transcribes_jfk(tmp_path: Path) -> None:
         assert "ask not what your country can do for you" in normalized_words(
             body["result"]["text"]
         )
+        # Both tiers count it, with no key needed for the API's metrics (gathered from its two
+        # gunicorn processes by the compose command's config module).
+        finished = (
+            'transcribe_jobs_ended_total{engine="whisperx",model="tiny.en",status="finished"}'
+        )
+        worker_metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+        assert f"{finished} 1.0" in worker_metrics
+        api_metrics = httpx.get(f"{base}/metrics", timeout=10).text
+        assert (
+            'transcribe_jobs_submitted_total{engine="whisperx",model="tiny.en"} 1.0' in api_metrics
+        )
+        assert "transcribe_workers_ready 1.0" in api_metrics
         # The AOF went to the redis-data volume, as --dir says.
         assert (tmp_path / "volumes" / "redis-data" / "appendonlydir").is_dir()
 

@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml  # type: ignore[import-untyped]
 
 from config import Settings
 from tests.deploy.compose_runner import (
     COMPOSE_FILE,
     CPU_OVERRIDE,
+    GPUS_OVERRIDE,
     REPO,
     InterpolationError,
     dockerfile_instructions,
@@ -140,7 +142,9 @@ def test_uploads_and_models_are_volumes_where_the_settings_point(compose: dict[s
     assert mounts["worker"][model_cache_dir] == "models"
     worker_image = read_image(DOCKERFILES["worker"], {})
     assert worker_image.env["XDG_CACHE_HOME"].startswith(model_cache_dir + "/")
-    assert set(compose["volumes"]) == {"redis-data", "uploads", "models"}
+    assert set(compose["volumes"]) == {
+        "redis-data", "uploads", "models", "prometheus-data", "grafana-data",
+    }  # fmt: skip
 
 
 def _seconds(duration: str) -> float:
@@ -168,13 +172,105 @@ def test_cpu_variant_drops_the_gpu(cpu_compose: dict[str, Any]) -> None:
     assert _env(worker)["COMPUTE_TYPE"] == "int8"
 
 
+MONITORING = REPO / "monitoring"
+DASHBOARD = MONITORING / "grafana" / "dashboards" / "transcribe.json"
+
+
 def test_monitoring_is_an_opt_in_profile(compose: dict[str, Any]) -> None:
     dashboard = compose["services"]["rq-dashboard"]
     assert dashboard["profiles"] == ["monitoring"]
     assert "--json" in dashboard["command"].split()  # the queue's JSONSerializer
-    assert all(port.startswith("127.0.0.1:") for port in dashboard["ports"])
     profiled = {name for name, service in compose["services"].items() if service.get("profiles")}
-    assert profiled == {"rq-dashboard"}
+    assert profiled == {"rq-dashboard", "prometheus", "grafana"}
+    for name in profiled:
+        service = compose["services"][name]
+        assert service["profiles"] == ["monitoring"]
+        assert all(port.startswith("127.0.0.1:") for port in service["ports"]), name
+        for mount in service.get("volumes", []):
+            source = mount.split(":")[0]
+            if source.startswith("./"):
+                assert (REPO / source).exists(), f"{name} mounts {source}, which is missing"
+
+
+def test_prometheus_config_passes_promtool_and_scrapes_the_compose_ports(
+    compose: dict[str, Any],
+) -> None:
+    result = _run("promtool", "check", "config", MONITORING / "prometheus.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    mounts = compose["services"]["prometheus"]["volumes"]
+    assert "./monitoring/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in mounts
+    config = yaml.safe_load((MONITORING / "prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    api_port = _env(compose["services"]["api"])["PORT"]
+    assert jobs["api"]["static_configs"] == [{"targets": [f"api:{api_port}"]}]
+    (workers,) = jobs["worker"]["dns_sd_configs"]
+    assert workers["names"] == ["worker"]  # every replica's address
+    assert str(workers["port"]) == _env(compose["services"]["worker"])["WORKER_METRICS_PORT"]
+
+
+def _metric_names() -> set[str]:
+    """Every metric name the code defines (families, and a histogram's series)."""
+    sources = ("api/http/metrics.py", "worker/metrics.py", "common/metrics.py")
+    defined = re.compile(r'(?:Counter|Gauge|Histogram|GaugeMetricFamily)\(\s*"(transcribe_\w+)"')
+    names = {name for path in sources for name in defined.findall((REPO / path).read_text())}
+    assert len(names) > 20, names
+    return names | {f"{name}_{part}" for name in names for part in ("bucket", "sum", "count")}
+
+
+def test_the_dashboard_loads_and_asks_only_for_metrics_that_exist(
+    compose: dict[str, Any],
+) -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert dashboard["uid"]
+    assert dashboard["title"]
+    provider = yaml.safe_load(
+        (MONITORING / "grafana/provisioning/dashboards/transcribe.yml").read_text()
+    )
+    path = provider["providers"][0]["options"]["path"]
+    assert f"./monitoring/grafana/dashboards:{path}:ro" in compose["services"]["grafana"]["volumes"]
+    datasource = yaml.safe_load(
+        (MONITORING / "grafana/provisioning/datasources/prometheus.yml").read_text()
+    )["datasources"][0]
+    assert datasource["url"] == "http://prometheus:9090"
+    titles = {panel["title"] for panel in dashboard["panels"]}
+    for wanted in ("Queue depth", "Throughput", "Job duration", "Failures", "Real-time", "GPU"):
+        assert any(title.startswith(wanted) for title in titles), wanted
+    known = _metric_names()
+    for panel in dashboard["panels"]:
+        assert panel["datasource"]["uid"] == datasource["uid"]
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            asked = set(re.findall(r"\btranscribe_\w+", target["expr"]))
+            assert asked, target["expr"]
+            assert asked <= known, f"{panel['title']}: unknown {asked - known}"
+    readme = (REPO / "README.md").read_text()
+    undocumented = {name for name in known if not name.endswith(("_bucket", "_sum", "_count"))
+                    and f"`{name}`" not in readme}  # fmt: skip
+    assert not undocumented, f"the README's metrics table lacks {sorted(undocumented)}"
+
+
+def test_the_gpu_override_pins_one_worker_to_each_of_four_gpus(
+    compose: dict[str, Any], tmp_path: Path
+) -> None:
+    merged = load_compose([COMPOSE_FILE, GPUS_OVERRIDE], {})
+    path = tmp_path / "docker-compose.gpus.merged.json"
+    path.write_text(json.dumps(merged))
+    _check_compose_schema(path)
+    base = compose["services"]["worker"]
+    services = merged["services"]
+    workers = {name: services[name] for name in services if name.startswith("worker")}
+    assert sorted(workers) == ["worker", "worker-gpu1", "worker-gpu2", "worker-gpu3"]
+    pinned = []
+    for name, worker in workers.items():
+        (device,) = worker["deploy"]["resources"]["reservations"]["devices"]
+        assert "count" not in device, name
+        pinned.extend(device["device_ids"])
+        assert (worker["command"], worker["environment"]) == (base["command"], base["environment"])
+        assert worker["depends_on"] == base["depends_on"]
+        assert worker["stop_grace_period"] == base["stop_grace_period"]
+        if name != "worker":  # found by Prometheus under the same name
+            assert worker["networks"]["default"]["aliases"] == ["worker"]
+    assert sorted(pinned) == ["0", "1", "2", "3"]
 
 
 @pytest.mark.parametrize("name", DOCKERFILES)
@@ -200,7 +296,10 @@ def test_images_are_pinned_non_root_and_cache_friendly(name: str) -> None:
 def test_compose_images_are_pinned(compose: dict[str, Any]) -> None:
     for name, service in compose["services"].items():
         if "image" in service:
-            assert re.search(r":\d+\.\d+\.\d+", service["image"]), f"{name}: pin {service['image']}"
+            # A full version, with or without the `v` some projects tag with (prom/prometheus).
+            assert re.search(r":v?\d+\.\d+\.\d+", service["image"]), (
+                f"{name}: pin {service['image']}"
+            )
 
 
 def _first_party() -> set[str]:

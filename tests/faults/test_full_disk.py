@@ -14,6 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from common.catalog import EngineName, Route
+from common.contract import Keys, route_queue_name
 from tests.audio import write_tone_wav
 from tests.faults.harness import redis_of
 from tests.services import Service, free_port, service_env
@@ -66,7 +68,8 @@ def post(client: httpx.Client, audio: Path) -> httpx.Response:
 def queued_jobs(service: Service) -> int:
     redis = redis_of(service)
     try:
-        return int(redis.llen("rq:queue:transcribe"))
+        route = Route(EngineName.WHISPERX, "tiny.en")  # the posts' engine, the default model
+        return int(redis.llen(Keys(route_queue_name("transcribe", route)).queue))
     finally:
         redis.close()
 

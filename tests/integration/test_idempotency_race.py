@@ -19,8 +19,13 @@ import httpx
 import pytest
 from redis import Redis
 
+from common.catalog import EngineName, Route
+from common.contract import Keys, route_queue_name
 from tests.audio import write_tone_wav
 from tests.services import Service, running_service, wait_until
+
+JOBS_QUEUE = Keys(route_queue_name("transcribe", Route(EngineName.WHISPERX, "tiny.en"))).queue
+"""Where the API queues these jobs (whisperx with the default model)."""
 
 pytestmark = pytest.mark.integration
 
@@ -76,7 +81,7 @@ def test_concurrent_same_key_submissions_lose_no_job(deployment: Service, tmp_pa
     stuck = [
         job_id
         for job_id, status in states.items()
-        if status == "queued" and redis.lpos("rq:queue:transcribe", job_id) is None
+        if status == "queued" and redis.lpos(JOBS_QUEUE, job_id) is None
     ]
     assert not stuck, f"{len(stuck)} accepted job(s) queued outside the queue: {stuck}"
     assert set(states.values()) == {"finished"}, states

@@ -269,6 +269,14 @@ def test_url_input_with_an_idempotency_key_downloads_once(
 
 def test_cancel_a_queued_and_a_running_job(api: httpx.Client, jobs_service: Service) -> None:
     running = submit(api, MULTILINGUAL, "whisperx")
+    # The second job queues behind a started one: under load the worker may take a moment to
+    # claim the first, and until then it would be second in line, not first.
+    wait_until(
+        lambda: api.get(f"/jobs/{running}").json()["status"] == "started",
+        60,
+        "the first job to start",
+        0.05,
+    )
     queued = submit(api, JFK, "whisperx")
     waiting = api.get(f"/jobs/{queued}").json()
     assert waiting["status"] == "queued"

@@ -19,6 +19,7 @@ from rq.job import JobStatus
 from rq.serializers import JSONSerializer
 
 from bench.uploads import write_wav
+from common.contract import load_job
 from common.storage import StorageConfig, storage_of
 from common.storage.s3 import S3Store, StagedObject
 from config import Settings
@@ -141,7 +142,7 @@ def test_the_sweep_removes_what_no_live_job_needs_in_the_bucket(
     enqueue_path(queue, settings, Path("unused"), live)
     ended = str(uuid.uuid4())
     enqueue_path(queue, settings, Path("unused"), ended)
-    queue.fetch_job(ended).set_status(JobStatus.FINISHED)  # type: ignore[union-attr]
+    load_job(queue, ended).set_status(JobStatus.FINISHED)  # type: ignore[union-attr]
     live_key = upload(live)
     young_orphan = upload()
     removed = [upload(ended)]

@@ -27,6 +27,7 @@ from selenium.webdriver.support.ui import Select, WebDriverWait
 from tests.audio import JFK, JFK_PHRASE, REPO_ROOT, normalize
 from tests.hostile import clip
 from tests.services import Service
+from tests.speaker_audio import stereo_in_turns
 
 pytestmark = pytest.mark.integration
 
@@ -200,6 +201,33 @@ def test_recordings_are_transcribed_followed_and_played_along(
     until(browser, lambda d: history_has(d, job_id), 20, "the job in the finished list")
     Select(browser.find_element(By.ID, "status-filter")).select_by_value("canceled")
     until(browser, lambda d: not history_has(d, job_id), 20, "the canceled list without it")
+    assert console_errors(browser) == []
+
+
+def test_speakers_are_asked_for_and_coloured(
+    browser: Chrome, service: Service, tmp_path: Path
+) -> None:
+    browser.set_window_size(*WINDOW)
+    open_page(browser, service)
+    audio = stereo_in_turns().write_wav(tmp_path / "two-speakers.wav")
+    Select(browser.find_element(By.ID, "engine")).select_by_value("timestamped")
+    browser.find_element(By.ID, "diarize").click()
+    browser.find_element(By.ID, "files").send_keys(str(audio))
+    browser.find_element(By.ID, "transcribe").click()
+    until(browser, lambda d: status_of(d, audio.name) == "finished", JOB_DEADLINE_S, "the job")
+    if "two-speakers" not in browser.find_element(By.ID, "viewer-title").text:
+        card(browser, audio.name).find_element(By.XPATH, ".//button[text()='Open']").click()
+    labels = until(
+        browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#transcript .speaker"), 20, "labels"
+    )
+    assert {label.text for label in labels} == {"SPEAKER_00", "SPEAKER_01"}
+    colours = {
+        segment.get_attribute("class")
+        for segment in browser.find_elements(By.CSS_SELECTOR, "#transcript .segment")
+    }
+    assert any("speaker-0" in (c or "") for c in colours)
+    assert any("speaker-1" in (c or "") for c in colours)
+    browser.find_element(By.ID, "diarize").click()  # back as the other tests expect it
     assert console_errors(browser) == []
 
 

@@ -39,6 +39,16 @@ class ModelSpec:
     model: str
     device: str
     compute_type: str
+    source: str | None = None
+    """The catalogue's source for the name (MODELS): a local path or a hub id; None when the
+    engine resolves the name itself (the bundled tiny.en, Whisper's own names)."""
+    english_only: bool = False
+    """The catalogue says the model knows English alone (beyond a `.en` name)."""
+
+
+def is_local_source(source: str) -> bool:
+    """Whether a catalogue source names a path on this machine rather than a hub id."""
+    return source.startswith(("/", "./", "../", "~"))
 
 
 @dataclass(frozen=True)

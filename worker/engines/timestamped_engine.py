@@ -35,6 +35,7 @@ from worker.engines.base import (
     ProgressCallback,
     SegmentCallback,
     discard_segment,
+    is_local_source,
 )
 from worker.engines.ct2_convert import ensure_converted, load_converted_model
 from worker.engines.mapping import RawWord, build_segment, decoding_of, join_text, time_floor
@@ -76,8 +77,30 @@ def _socket_timeout(seconds: float) -> Iterator[None]:
         socket.setdefaulttimeout(previous)
 
 
+def _load_source(source: str, spec: ModelSpec, checkpoints: Path) -> Whisper:
+    """A catalogue source: a CTranslate2 directory (converted once), an openai-whisper `.pt`, a
+    Hugging Face repo of a CTranslate2 model (fetched, then converted) or an openai-whisper name."""
+    if is_local_source(source):
+        path = Path(source).expanduser()
+        if path.is_dir():
+            return load_converted_model(ensure_converted(path, checkpoints), spec.device)
+        if not path.is_file():
+            raise ModelLoadError(f"its catalogue source {source} does not exist")
+        return whisper.load_model(str(path), device=spec.device)
+    if "/" in source:
+        from huggingface_hub import snapshot_download
+
+        with _socket_timeout(DOWNLOAD_TIMEOUT_S):
+            directory = snapshot_download(source, cache_dir=str(checkpoints.parent / "huggingface"))
+        return load_converted_model(ensure_converted(Path(directory), checkpoints), spec.device)
+    with _socket_timeout(DOWNLOAD_TIMEOUT_S):
+        return whisper.load_model(source, device=spec.device, download_root=str(checkpoints))
+
+
 def _load_model(spec: ModelSpec, context: LoadContext) -> Whisper:
     checkpoints = Path(context.model_cache_dir) / CHECKPOINT_SUBDIR
+    if spec.source is not None:
+        return _load_source(spec.source, spec, checkpoints)
     packaged = packaged_model_dir(spec.model, Path(context.model_cache_dir))
     if packaged is not None:
         checkpoint = ensure_converted(packaged, checkpoints)
@@ -300,7 +323,9 @@ class TimestampedEngine:
                 f"cannot load openai-whisper model {spec.model!r} on {spec.device} "
                 f"(cache {Path(context.model_cache_dir) / CHECKPOINT_SUBDIR}): {error}"
             ) from error
-        self._english_only = is_english_only(spec.model) or not self._model.is_multilingual
+        self._english_only = (
+            spec.english_only or is_english_only(spec.model) or not self._model.is_multilingual
+        )
         # fp16 runs on GPUs only; openai-whisper warns and falls back to fp32 on CPU otherwise.
         self._fp16 = spec.device == "cuda" and spec.compute_type != "float32"
         # Build the tokenizer now: openai-whisper reads its vocabulary without closing the file

@@ -24,7 +24,7 @@ from worker.engines.word_timing import (
     cross_attention_words,
     wav2vec2_unavailable,
 )
-from worker.models import packaged_model_dir
+from worker.models import PackagedModelError, packaged_model_dir
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +176,27 @@ def group_progress(
     return report
 
 
+def _source(spec: base.ModelSpec, model_cache_dir: Path) -> str:
+    """What faster-whisper loads: the catalogue's directory or hub id, a packaged model's
+    directory (tiny.en, base), else the name (downloaded into the model cache)."""
+    if spec.source is not None and base.is_local_source(spec.source):
+        directory = Path(spec.source).expanduser()
+        if not directory.is_dir():
+            raise base.ModelLoadError(
+                f"whisperx could not load model {spec.model!r}: its catalogue directory "
+                f"{spec.source} does not exist"
+            )
+        return str(directory)
+    if spec.source is not None:
+        return spec.source
+    try:
+        packaged = packaged_model_dir(spec.model, model_cache_dir)
+    except PackagedModelError as error:
+        message = f"whisperx could not load model {spec.model!r}: {error}"
+        raise base.ModelLoadError(message) from error
+    return str(packaged) if packaged is not None else spec.model
+
+
 class WhisperXEngine:
     """One whisperx pipeline on one device, plus the alignment models it has loaded so far."""
 
@@ -187,13 +208,14 @@ class WhisperXEngine:
         self._whisperx = whisperx
         self._spec = spec
         self._context = context
+        self._english_only = spec.english_only or is_english_only(spec.model)
+        source = _source(spec, Path(context.model_cache_dir))
         try:
-            packaged = packaged_model_dir(spec.model, Path(context.model_cache_dir))
             self._pipeline = whisperx.load_model(
-                str(packaged) if packaged is not None else spec.model,
+                source,
                 device=spec.device,
                 compute_type=spec.compute_type,
-                language="en" if is_english_only(spec.model) else None,
+                language="en" if self._english_only else None,
                 vad_method="pyannote",
                 download_root=str(Path(context.model_cache_dir) / "faster-whisper"),
                 local_files_only=False,
@@ -203,6 +225,8 @@ class WhisperXEngine:
             raise base.ModelLoadError(
                 f"whisperx could not load model {spec.model!r}: {type(error).__name__}: {error}"
             ) from error
+        # A model trained on English alone under a name that does not say so (a catalogue entry).
+        self._english_only |= not self._pipeline.model.model.is_multilingual
         self._aligners: dict[str, tuple[Any, dict[str, Any]] | str] = {}
         # Per-job options are set on the shared pipeline for the call: one call at a time.
         self._lock = threading.Lock()
@@ -428,7 +452,7 @@ class WhisperXEngine:
         notes: list[str] = []
         progress("transcribing", 0.0)
         started = time.perf_counter()
-        language = "en" if is_english_only(self._spec.model) else options.language
+        language = "en" if self._english_only else options.language
         probability: float | None = None
         if language is None:
             language, probability = self._detect_language(audio)

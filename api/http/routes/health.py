@@ -5,22 +5,24 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
-from rq import Worker
 
 from api.http.deps import QueueDep, SettingsDep
 from api.http.schemas import Health, Liveness
-from common.fairness import waiting
+from common.routing import live_workers, queue_stats, service_queue_names
 
 router = APIRouter(tags=["service"])
 
 
 @router.get("/health", response_model=Health, responses={503: {"model": Health}})
 def health(queue: QueueDep, settings: SettingsDep) -> Health | JSONResponse:
-    """200 with the live worker count when Redis answers; 503 when it does not."""
+    """200 with the ready workers, the jobs waiting and the engine/model pairs live workers
+    serve, whenever Redis answers (with or without workers); 503 when it does not."""
+    connection = queue.connection
     try:
-        queue.connection.ping()
-        workers = Worker.count(queue=queue)
-        queued = queue.count + waiting(queue.connection, queue.name)
+        connection.ping()
+        workers = live_workers(connection, queue.name)
+        names = service_queue_names(connection, queue.name, settings.catalogue().routes())
+        stats = queue_stats(connection, names)
     except RedisError:
         body = Health(status="unavailable", redis=False, workers=0, queued=0)
         return JSONResponse(
@@ -28,7 +30,13 @@ def health(queue: QueueDep, settings: SettingsDep) -> Health | JSONResponse:
             status_code=503,
             headers={"Retry-After": str(settings.redis_retry_after_s)},
         )
-    return Health(status="ok", redis=True, workers=workers, queued=queued)
+    return Health(
+        status="ok",
+        redis=True,
+        workers=workers,
+        queued=sum(item.depth for item in stats),
+        servable={item.route.id: item.workers for item in stats if item.route and item.workers},
+    )
 
 
 @router.get("/livez", response_model=Liveness)

@@ -12,12 +12,29 @@ from api.openai.errors import documented, ended_without_result
 from api.openai.jobs import submit_audio, wait_for_end
 from api.openai.requests import GRANULARITIES_FIELD, ResponseFormat
 from api.openai.stream import stream_answer
-from common.contract import PublicStatus, Task
+from common.contract import PublicStatus, Task, TranscribeOptions
 
 router = APIRouter(prefix="/v1/audio", tags=["openai"])
 
 JOB_ID_HEADER = "X-Job-Id"
 """The job a /v1 request became: its status and result stay under /jobs/{id}."""
+
+
+def _speaker_fields() -> dict[str, Any]:
+    """Our diarization options as extra form fields, described as on POST /transcribe."""
+    described = TranscribeOptions.model_fields
+    counts = {"type": "integer", "minimum": 1, "maximum": 20}
+    return {
+        "diarize": {
+            "type": "boolean",
+            "default": False,
+            "description": f"{described['diarize'].description} verbose_json lists `speaker`.",
+        },
+        **{
+            name: counts | {"description": described[name].description}
+            for name in ("num_speakers", "min_speakers", "max_speakers")
+        },
+    }
 
 
 def _form_schema(task: Task) -> dict[str, Any]:
@@ -35,6 +52,7 @@ def _form_schema(task: Task) -> dict[str, Any]:
         },
         "temperature": {"type": "number", "minimum": 0, "maximum": 1, "default": 0},
         "engine": {"type": "string", "enum": ["whisperx", "timestamped"]},
+        **_speaker_fields(),
     }
     if task == Task.TRANSCRIBE:
         fields["language"] = {"type": "string", "description": "ISO-639-1 code, e.g. `en`."}

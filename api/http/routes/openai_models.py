@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Literal
 
 from fastapi import APIRouter
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from api.http.deps import SettingsDep
+from api.http.deps import QueueDep, SettingsDep
 from api.openai.errors import documented, model_not_found
-from api.openai.models import CREATED, model_ids, resolve
+from api.openai.models import CREATED, ModelChoice, model_ids, resolve
+from common.routing import serving
 
 router = APIRouter(prefix="/v1/models", tags=["openai"])
 
@@ -21,6 +22,13 @@ class Model(BaseModel):
     object: Literal["model"] = "model"
     created: int = CREATED
     owned_by: str
+    workers: int = Field(
+        default=0,
+        description=(
+            "Live workers that serve this engine and model now (not in OpenAI's shape); 0 means "
+            "its jobs are refused while other workers are live, unless QUEUE_UNSERVED_MODELS."
+        ),
+    )
 
 
 class ModelList(BaseModel):
@@ -30,15 +38,21 @@ class ModelList(BaseModel):
     data: list[Model]
 
 
-def _model(model_id: str, settings: SettingsDep) -> Model:
-    return Model(id=model_id, owned_by=resolve(model_id, settings).engine.value)
+def _models(model_ids: list[str], settings: SettingsDep, queue: QueueDep) -> list[Model]:
+    choices: list[ModelChoice] = [resolve(model_id, settings) for model_id in model_ids]
+    workers = serving(queue.connection, queue.name, sorted({c.route for c in choices}))
+    return [
+        Model(id=model_id, owned_by=choice.engine.value, workers=workers[choice.route])
+        for model_id, choice in zip(model_ids, choices, strict=True)
+    ]
 
 
 @router.get("", response_model=ModelList, summary="Model ids (OpenAI-compatible)")
-def list_models(settings: SettingsDep) -> ModelList:
+def list_models(settings: SettingsDep, queue: QueueDep) -> ModelList:
     """`whisper-1` (DEFAULT_ENGINE with DEFAULT_MODEL), then `engine/model` for each engine and
-    each model this server offers; a bare model name is also accepted, on DEFAULT_ENGINE."""
-    return ModelList(data=[_model(model_id, settings) for model_id in model_ids(settings)])
+    each model this server offers, each with the live workers serving it; a bare model name is
+    also accepted, on DEFAULT_ENGINE."""
+    return ModelList(data=_models(model_ids(settings), settings, queue))
 
 
 @router.get(
@@ -47,9 +61,10 @@ def list_models(settings: SettingsDep) -> ModelList:
     summary="One model id (OpenAI-compatible)",
     responses=documented({404: "`model_not_found`."}),
 )
-def get_model(model_id: str, settings: SettingsDep) -> Model:
+def get_model(model_id: str, settings: SettingsDep, queue: QueueDep) -> Model:
     """The model, or OpenAI's 404 `model_not_found`."""
     try:
-        return _model(model_id, settings)
+        (model,) = _models([model_id], settings, queue)
     except LookupError:
         raise model_not_found(model_id) from None
+    return model

@@ -17,9 +17,8 @@ from api.http.app import create_app
 from api.http.deps import get_queue
 from api.keys.__main__ import main as keys_command
 from api.keys.store import KEY_PREFIX, KeyLimits, KeyRefused, KeyStore
-from common.fairness import waiting
 from config import Settings
-from tests.fakes import work
+from tests.fakes import queued_jobs, work
 from tests.unit.conftest import uploads_left
 from worker.runtime import Runtime
 
@@ -45,7 +44,7 @@ def keyed(settings: Settings, queue: Queue) -> Iterator[TestClient]:
 
 def queued(queue: Queue) -> int:
     """Jobs waiting: on the RQ queue, and in their keys' turns (common.fairness)."""
-    return queue.count + waiting(queue.connection, queue.name)
+    return queued_jobs(queue)
 
 
 def bearer(secret: str) -> dict[str, str]:

@@ -24,13 +24,13 @@ from rq.job import Job
 from rq.job import JobStatus as RQStatus
 
 from common.cancellation import request_cancel
-from common.contract import Keys, meta_of, store_meta
+from common.contract import Keys, load_job, meta_of, store_meta
 from common.job_status import describe_job
 from common.outbound import IPAddress, OutboundPolicy, Unresolvable
 from common.webhook_signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from common.webhooks import claim_due, schedule_delivery
 from config import Settings
-from tests.fakes import enqueue_audio, work
+from tests.fakes import enqueue_audio, jobs_queue, work
 from worker.engines.fake import FakeEngine
 from worker.maintenance import run_maintenance
 from worker.rq_worker import TranscriptionWorker
@@ -52,7 +52,7 @@ def worker_settings(settings: Settings) -> Settings:
 
 
 def fetch(queue: Queue, job_id: str) -> Job:
-    job = queue.fetch_job(job_id)
+    job = load_job(queue, job_id)
     assert job is not None
     return job
 
@@ -124,10 +124,14 @@ def test_abandoned_job_that_fails_for_good_gets_its_webhook(
     runtime.settings.job_retries = 0
     job = enqueue_audio(queue, runtime.settings, tone_wav, callback_url=HOOK)
     doomed = TranscriptionWorker(
-        [queue], connection=queue.connection, serializer=queue.serializer, runtime=runtime
+        [jobs_queue(queue), queue],
+        connection=queue.connection,
+        serializer=queue.serializer,
+        runtime=runtime,
     )
-    dequeued = queue.dequeue_any(
-        [queue], None, connection=queue.connection, serializer=queue.serializer
+    jobs = jobs_queue(queue)
+    dequeued = jobs.dequeue_any(
+        [jobs], None, connection=queue.connection, serializer=queue.serializer
     )
     assert dequeued is not None
     doomed.prepare_execution(dequeued[0])

@@ -7,7 +7,7 @@ from pathlib import Path
 from rq import Queue
 
 from api.jobs.cancel import cancel_job, erase_job
-from common.contract import Keys, Progress
+from common.contract import Keys, Progress, load_job
 from common.events import EventKind, EventPublisher
 from common.transcript import Segment, Transcript
 from tests.fakes import enqueue_audio, enqueue_path, published_events, work
@@ -32,7 +32,7 @@ def test_a_job_streams_its_start_progress_segments_and_end(
     stages = [event.data["stage"] for event in events if event.kind == EventKind.PROGRESS]
     assert stages == ["loading_model", "decoding", "transcribing", "transcribing", "done"]
     segments = [event.data for event in events if event.kind == EventKind.SEGMENT]
-    job = queue.fetch_job(job_id)
+    job = load_job(queue, job_id)
     assert job is not None
     result = job.return_value()
     assert result is not None

@@ -10,7 +10,7 @@ from api.jobs.cancel import cancel_job
 from common.contract import Keys, load_job
 from common.job_status import JobStatus, describe_job
 from config import Settings
-from tests.fakes import enqueue_path, work
+from tests.fakes import enqueue_path, jobs_queue, work
 from worker.runtime import Runtime
 
 
@@ -32,7 +32,7 @@ def test_a_keys_backlog_does_not_starve_another(
     settings = runtime.settings
     a_jobs = [submit(queue, settings, tone_wav, "a") for _ in range(30)]
     b_jobs = [submit(queue, settings, tone_wav, "b") for _ in range(3)]
-    assert queue.count == 1  # one job on the RQ queue; the rest wait their key's turn
+    assert jobs_queue(queue).count == 1  # one job on the RQ queue; the rest wait their key's turn
     positions = [status(queue, job_id).queue_position for job_id in b_jobs]
     assert positions == [3, 5, 7]
     work(queue, runtime)
@@ -46,7 +46,7 @@ def test_a_keys_backlog_does_not_starve_another(
     # Within one key, jobs keep their submission order.
     assert [job_id for job_id in started if job_id in a_jobs] == a_jobs
     assert [job_id for job_id in started if job_id in b_jobs] == b_jobs
-    keys = Keys(queue.name)
+    keys = Keys(jobs_queue(queue).name)  # the route's own turns
     assert queue.connection.llen(keys.rotation) == 0
     assert queue.connection.llen(keys.pending("a")) == 0
 

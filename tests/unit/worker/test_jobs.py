@@ -9,8 +9,9 @@ import pytest
 from rq import Queue
 from rq.job import JobStatus as RQStatus
 
+from common.contract import load_job
 from common.job_status import describe_job
-from tests.fakes import enqueue_audio, work
+from tests.fakes import enqueue_audio, jobs_queue, work
 from worker.engines.fake import FAILING_MODEL, FakeEngine
 from worker.maintenance import run_maintenance
 from worker.rq_worker import TranscriptionWorker
@@ -22,7 +23,7 @@ def test_job_finishes_with_transcript_and_upload_removed(
 ) -> None:
     job_id = enqueue_audio(queue, runtime.settings, tone_wav).id
     work(queue, runtime)
-    job = queue.fetch_job(job_id)
+    job = load_job(queue, job_id)
     assert job is not None
     status = describe_job(job)
     assert status.status == "finished"
@@ -41,7 +42,7 @@ def test_two_jobs_load_the_model_once(queue: Queue, runtime: Runtime, tone_wav: 
     work(queue, runtime)
     assert FakeEngine.loads == 1
     assert runtime.cache.loads == 1
-    results = [describe_job(queue.fetch_job(job_id)).result for job_id in (first, second)]  # type: ignore[arg-type]
+    results = [describe_job(load_job(queue, job_id)).result for job_id in (first, second)]  # type: ignore[arg-type]
     assert all(result is not None for result in results)
     assert results[1] is not None
     assert results[1].timings.model_load_s == 0.0
@@ -52,7 +53,7 @@ def test_model_that_cannot_load_fails_without_retry(
 ) -> None:
     job_id = enqueue_audio(queue, runtime.settings, tone_wav, model=FAILING_MODEL).id
     work(queue, runtime)
-    job = queue.fetch_job(job_id)
+    job = load_job(queue, job_id)
     assert job is not None
     status = describe_job(job)
     assert status.status == "failed"
@@ -69,7 +70,7 @@ def test_undecodable_audio_fails_with_a_readable_error(
     garbage.write_bytes(b"\x13" * 4096)
     job_id = enqueue_audio(queue, runtime.settings, garbage).id
     work(queue, runtime)
-    status = describe_job(queue.fetch_job(job_id))  # type: ignore[arg-type]
+    status = describe_job(load_job(queue, job_id))  # type: ignore[arg-type]
     assert status.status == "failed"
     assert status.error is not None
     assert status.error.startswith("the audio could not be decoded")
@@ -82,19 +83,23 @@ def test_abandoned_job_is_retried_then_failed(
     for attempt in range(runtime.settings.job_retries + 1):
         # A worker takes the job, registers it as started, and dies without a word.
         doomed = TranscriptionWorker(
-            [queue], connection=queue.connection, serializer=queue.serializer, runtime=runtime
+            [jobs_queue(queue), queue],
+            connection=queue.connection,
+            serializer=queue.serializer,
+            runtime=runtime,
         )
-        dequeued = queue.dequeue_any(
-            [queue], None, connection=queue.connection, serializer=queue.serializer
+        jobs = jobs_queue(queue)
+        dequeued = jobs.dequeue_any(
+            [jobs], None, connection=queue.connection, serializer=queue.serializer
         )
         assert dequeued is not None, f"attempt {attempt}: the job was not requeued"
         doomed.prepare_execution(dequeued[0])
         doomed.prepare_job_execution(dequeued[0])
         run_maintenance(queue, runtime.settings)
-        assert queue.fetch_job(job_id).get_status() == RQStatus.STARTED  # type: ignore[union-attr]
+        assert load_job(queue, job_id).get_status() == RQStatus.STARTED  # type: ignore[union-attr]
         later = time.time() + runtime.settings.heartbeat_ttl_s + 1
         run_maintenance(queue, runtime.settings, now=later)
-    job = queue.fetch_job(job_id)
+    job = load_job(queue, job_id)
     assert job is not None
     assert job.get_status() == RQStatus.FAILED
     assert "stopped" in (describe_job(job).error or "")

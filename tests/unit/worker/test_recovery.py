@@ -14,8 +14,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from rq import Queue
 from rq.job import JobStatus
 
+from common.contract import load_job
 from config import Settings
-from tests.fakes import enqueue_path, fake_runtime
+from tests.fakes import enqueue_path, fake_runtime, jobs_queue
 from worker.maintenance import maintenance_lock, requeue_stranded, run_maintenance, sweep_uploads
 from worker.rq_worker import TranscriptionWorker
 
@@ -51,7 +52,7 @@ def test_sweeper_removes_what_no_live_job_needs(queue: Queue, settings: Settings
         (JobStatus.CANCELED, removed),
     ]:
         job_id = enqueue(queue, settings)
-        queue.fetch_job(job_id).set_status(status)  # type: ignore[union-attr]
+        load_job(queue, job_id).set_status(status)  # type: ignore[union-attr]
         expected.append(upload_file(settings, f"{job_id}.wav", age_s=5 * HOUR_S))
     kept.append(upload_file(settings, f"{uuid.uuid4()}.mp3", age_s=0.5 * HOUR_S))
     removed.append(upload_file(settings, f"{uuid.uuid4()}.mp3", age_s=2 * HOUR_S))
@@ -82,14 +83,15 @@ def test_a_job_stranded_by_a_dead_worker_goes_back_to_the_queue(
     queue: Queue, redis: fakeredis.FakeRedis, settings: Settings
 ) -> None:
     job_id = enqueue(queue, settings)
-    take_like_a_dying_worker(queue, redis)
-    assert queue.job_ids == []
-    assert requeue_stranded(queue, grace_s=30) == []  # first sighting
-    assert requeue_stranded(queue, grace_s=30, now=time.time() + 10) == []
-    assert requeue_stranded(queue, grace_s=30, now=time.time() + 31) == [job_id]
-    assert queue.job_ids == [job_id]
-    assert queue.intermediate_queue.get_job_ids() == []
-    job = queue.fetch_job(job_id)
+    jobs = jobs_queue(queue)
+    take_like_a_dying_worker(jobs, redis)
+    assert jobs.job_ids == []
+    assert requeue_stranded(jobs, grace_s=30) == []  # first sighting
+    assert requeue_stranded(jobs, grace_s=30, now=time.time() + 10) == []
+    assert requeue_stranded(jobs, grace_s=30, now=time.time() + 31) == [job_id]
+    assert jobs.job_ids == [job_id]
+    assert jobs.intermediate_queue.get_job_ids() == []
+    job = load_job(queue, job_id)
     assert job is not None
     assert job.get_status() == JobStatus.QUEUED
     assert job.retries_left == settings.job_retries  # it never ran: no attempt spent
@@ -99,24 +101,26 @@ def test_a_job_that_started_is_not_stranded(
     queue: Queue, redis: fakeredis.FakeRedis, settings: Settings
 ) -> None:
     enqueue(queue, settings)
-    worker = TranscriptionWorker([queue], connection=redis, runtime=fake_runtime(settings))
-    dequeued = queue.dequeue_any([queue], None, connection=redis, serializer=queue.serializer)
+    jobs = jobs_queue(queue)
+    worker = TranscriptionWorker([jobs, queue], connection=redis, runtime=fake_runtime(settings))
+    dequeued = jobs.dequeue_any([jobs], None, connection=redis, serializer=queue.serializer)
     assert dequeued is not None
-    redis.rpush(queue.intermediate_queue.key, dequeued[0].id)  # as if its removal were late
+    redis.rpush(jobs.intermediate_queue.key, dequeued[0].id)  # as if its removal were late
     worker.prepare_execution(dequeued[0])
-    requeue_stranded(queue, grace_s=30)
-    assert requeue_stranded(queue, grace_s=30, now=time.time() + 60) == []
-    assert queue.job_ids == []
+    requeue_stranded(jobs, grace_s=30)
+    assert requeue_stranded(jobs, grace_s=30, now=time.time() + 60) == []
+    assert jobs.job_ids == []
 
 
 def test_maintenance_requeues_stranded_jobs_too(
     queue: Queue, redis: fakeredis.FakeRedis, settings: Settings
 ) -> None:
     job_id = enqueue(queue, settings)
-    take_like_a_dying_worker(queue, redis)
+    jobs = jobs_queue(queue)
+    take_like_a_dying_worker(jobs, redis)
     run_maintenance(queue, settings)
     run_maintenance(queue, settings, now=time.time() + 60)
-    assert queue.job_ids == [job_id]
+    assert jobs.job_ids == [job_id]
 
 
 def test_rq_registry_cleanup_waits_for_the_maintenance_lock(
@@ -124,19 +128,20 @@ def test_rq_registry_cleanup_waits_for_the_maintenance_lock(
 ) -> None:
     """Two cleanups at once would hand one abandoned job to the retry logic twice."""
     job_id = enqueue(queue, settings)
-    worker = TranscriptionWorker([queue], connection=redis, runtime=fake_runtime(settings))
-    dequeued = queue.dequeue_any([queue], None, connection=redis, serializer=queue.serializer)
+    jobs = jobs_queue(queue)
+    worker = TranscriptionWorker([jobs, queue], connection=redis, runtime=fake_runtime(settings))
+    dequeued = jobs.dequeue_any([jobs], None, connection=redis, serializer=queue.serializer)
     assert dequeued is not None
     worker.prepare_execution(dequeued[0])
-    registry = queue.started_job_registry
+    registry = jobs.started_job_registry
     entries = cast("list[bytes]", redis.zrange(registry.key, 0, -1))
     redis.zadd(registry.key, dict.fromkeys(entries, 1))  # heartbeats long expired
     with maintenance_lock(queue) as held:
         assert held
         worker.clean_registries()
-        assert queue.job_ids == []
+        assert jobs.job_ids == []
     worker.clean_registries()
-    assert queue.job_ids == [job_id]
+    assert jobs.job_ids == [job_id]
 
 
 def test_finishing_a_job_waits_out_a_short_redis_outage(

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from rq import Queue
 
 from common.catalog import KNOWN_MODELS, WHISPER_LANGUAGES, EngineName
+from common.contract import load_job
 from config import Settings
 from tests.unit.conftest import uploads_left
 
@@ -53,7 +54,7 @@ def test_transcribe_success(
     job_id = body["job_id"]
     assert uuid.UUID(job_id)
     assert response.headers["location"] == f"/status/{job_id}"
-    job = queue.fetch_job(job_id)
+    job = load_job(queue, job_id)
     assert job is not None
     assert job.func_name == "worker.tasks.transcribe"
     assert job.kwargs["engine"] == "whisperx"
@@ -181,7 +182,7 @@ def test_client_filename_never_becomes_a_path(
         client, tone_wav, {"engine": "whisperx"}, filename="../../../etc/evil name.WAV"
     )
     assert response.status_code == 200  # type: ignore[attr-defined]
-    job = queue.fetch_job(response.json()["job_id"])  # type: ignore[attr-defined]
+    job = load_job(queue, response.json()["job_id"])  # type: ignore[attr-defined]
     assert job is not None
     assert Path(job.kwargs["audio_path"]).parent == settings.upload_dir
     assert Path(job.kwargs["audio_path"]).suffix == ".wav"
@@ -238,3 +239,17 @@ def test_docs_pages_load_every_asset_from_the_service_itself(client: TestClient)
             assert not reference.startswith("//"), f"{page} loads {reference} from outside"
             assert client.get(reference).status_code == 200, reference
         assert "cdn" not in response.text.lower()
+
+
+def test_openapi_documents_the_speaker_options_on_every_submission_route(
+    client: TestClient,
+) -> None:
+    document = client.get("/openapi.json").json()
+    upload = document["paths"]["/transcribe"]["post"]["requestBody"]["content"]
+    openai = document["paths"]["/v1/audio/transcriptions"]["post"]["requestBody"]["content"]
+    for form in (upload, openai):
+        properties = form["multipart/form-data"]["schema"]["properties"]
+        assert {"diarize", "num_speakers", "min_speakers", "max_speakers"} <= set(properties)
+    url_body = document["paths"]["/transcribe/url"]["post"]["requestBody"]["content"]
+    reference = url_body["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+    assert "diarize" in document["components"]["schemas"][reference]["properties"]

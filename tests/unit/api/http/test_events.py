@@ -17,6 +17,7 @@ from api.http.app import create_app
 from api.http.deps import get_event_reader, get_queue
 from api.jobs.events import JobEventReader
 from api.keys.store import KeyStore
+from common.contract import load_job
 from common.events import publish_end
 from config import Settings
 from tests.fakes import enqueue_audio, enqueue_path, work
@@ -75,7 +76,7 @@ def test_an_ended_jobs_events_are_its_status_and_segments_on_the_sse_wire(
     assert json.loads(status["data"])["status"] == "finished"
     assert "result" not in json.loads(status["data"])
     assert segment["event"] == "segment"
-    job = queue.fetch_job(job_id)
+    job = load_job(queue, job_id)
     assert job is not None
     result = job.return_value()
     assert result is not None

@@ -17,10 +17,11 @@ from fastapi.testclient import TestClient
 from rq import Queue
 
 from api.keys.store import KeyStore
-from common.fairness import waiting
+from common.contract import load_job
 from config import Settings
 from tests import hostile
 from tests.audio import JFK, write_tone_wav
+from tests.fakes import queued_jobs
 from tests.unit.conftest import uploads_left
 
 RANDOM_BYTES = random.Random(5).randbytes(4096)
@@ -279,9 +280,9 @@ def test_hostile_input_gets_its_status(
     assert str(settings.upload_dir) not in response.text, "a server path leaked"
     if case.status != 200:
         assert uploads_left(settings) == []
-        assert queue.count + waiting(queue.connection, queue.name) == 0
+        assert queued_jobs(queue) == 0
         return
-    job = queue.fetch_job(response.json()["job_id"])
+    job = load_job(queue, response.json()["job_id"])
     assert job is not None
     saved = Path(job.kwargs["audio_path"])
     assert uploads_left(settings) == [saved]

@@ -15,9 +15,10 @@ from pydantic import SecretStr
 from rq import Queue
 
 from api.http.deps import get_outbound_policy
-from common.contract import meta_of
+from common.contract import load_job, meta_of
 from common.outbound import IPAddress, OutboundPolicy, Unresolvable
 from config import Settings
+from tests.fakes import queued_jobs
 from tests.services import free_port
 from tests.unit.conftest import uploads_left
 
@@ -82,7 +83,7 @@ def test_options_travel_to_the_worker(client: TestClient, tone_wav: Path, queue:
         callback_url="https://hooks.example.com/done?key=1",
     )
     assert response.status_code == 200, response.text
-    job = queue.fetch_job(response.json()["job_id"])
+    job = load_job(queue, response.json()["job_id"])
     assert job is not None
     assert job.kwargs["options"] == {
         "language": "de",
@@ -98,9 +99,24 @@ def test_options_travel_to_the_worker(client: TestClient, tone_wav: Path, queue:
 
 
 @pytest.mark.usefixtures("resolver")
+def test_speaker_options_travel_to_the_worker(
+    client: TestClient, tone_wav: Path, queue: Queue
+) -> None:
+    response = upload(
+        client, tone_wav, engine="whisperx", diarize="true", min_speakers="2", max_speakers="4"
+    )
+    assert response.status_code == 200, response.text
+    job = load_job(queue, response.json()["job_id"])
+    assert job is not None
+    options = job.kwargs["options"]
+    assert (options["diarize"], options["min_speakers"], options["max_speakers"]) == (True, 2, 4)
+    assert "num_speakers" not in options
+
+
+@pytest.mark.usefixtures("resolver")
 def test_defaults_leave_options_minimal(client: TestClient, tone_wav: Path, queue: Queue) -> None:
     response = upload(client, tone_wav, engine="timestamped")
-    job = queue.fetch_job(response.json()["job_id"])
+    job = load_job(queue, response.json()["job_id"])
     assert job is not None
     assert job.kwargs["options"] == {"task": "transcribe", "vad": True, "word_timestamps": True}
     assert "callback_url" not in job.meta
@@ -126,6 +142,15 @@ INVALID_FIELDS: list[tuple[dict[str, str], str]] = [
     ({"callback_url": "http://[::1]:8080/"}, "callback_url"),
     ({"callback_url": "https://" + "a" * 2048 + ".com/"}, "callback_url"),
     ({"hotword": "ComfyUI"}, "hotword"),  # a typo must not drop the option silently
+    ({"diarize": "perhaps"}, "diarize"),
+    ({"diarize": "true", "num_speakers": "0"}, "num_speakers"),
+    ({"diarize": "true", "num_speakers": "21"}, "num_speakers"),
+    ({"diarize": "true", "num_speakers": "two"}, "num_speakers"),
+    ({"diarize": "true", "max_speakers": "0"}, "max_speakers"),
+    ({"num_speakers": "2"}, "num_speakers"),  # a count without diarize
+    ({"diarize": "false", "min_speakers": "2"}, "min_speakers"),
+    ({"diarize": "true", "num_speakers": "2", "max_speakers": "3"}, "num_speakers"),
+    ({"diarize": "true", "min_speakers": "3", "max_speakers": "2"}, "min_speakers"),
 ]
 
 
@@ -143,7 +168,7 @@ def test_each_invalid_option_is_422_on_upload(
     assert response.status_code == 422, response.text
     assert field in str(response.json()["detail"])
     assert uploads_left(settings) == []
-    assert queue.count == 0
+    assert queued_jobs(queue) == 0
 
 
 @pytest.mark.parametrize(("fields", "field"), INVALID_FIELDS)
@@ -159,7 +184,7 @@ def test_each_invalid_option_is_422_on_url_input_before_any_download(
     assert response.status_code == 422, response.text
     assert field in str(response.json()["detail"])
     assert "audio.example.com" not in resolver.asked
-    assert queue.count == 0
+    assert queued_jobs(queue) == 0
 
 
 def test_callback_url_needs_a_webhook_secret(
@@ -293,7 +318,7 @@ def test_a_model_not_offered_is_422_with_the_servers_choices_and_the_value(
     assert detail["loc"] == ["body", "model"]
     assert detail["input"] == model
     assert "['tiny.en', 'base']" in detail["msg"]
-    assert queue.count == 0
+    assert queued_jobs(queue) == 0
     assert upload(client, tone_wav, engine="whisperx", model="base").status_code == 200
 
 

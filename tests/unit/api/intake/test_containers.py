@@ -13,6 +13,7 @@ from rq import Queue
 from api.intake import pyav_helper
 from api.intake.multipart import ALLOWED_EXTENSIONS
 from api.intake.probe import probe_audio
+from common.contract import load_job
 from common.media import ALLOWED_DEMUXERS
 from config import Settings
 from tests.audio import JFK
@@ -56,7 +57,7 @@ def test_each_container_is_accepted_at_upload(
             data={"engine": "whisperx"},
         )
     assert response.status_code == 200, response.text
-    job = queue.fetch_job(response.json()["job_id"])
+    job = load_job(queue, response.json()["job_id"])
     assert job is not None
     assert Path(job.kwargs["audio_path"]).suffix == f".{extension}"
 

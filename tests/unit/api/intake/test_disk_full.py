@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from rq import Queue
 
 from config import Settings
+from tests.fakes import queued_jobs
 from tests.unit.conftest import uploads_left
 
 
@@ -51,5 +52,5 @@ def test_enospc_is_507_with_no_file_and_no_job(
     assert response.status_code == 507
     assert response.json() == {"detail": "the server has no space left for this upload"}
     assert uploads_left(settings) == []
-    assert queue.count == 0
+    assert queued_jobs(queue) == 0
     assert (call != "write") or upload_files

@@ -20,8 +20,10 @@ from api.jobs.idempotency import (
     claim,
     redis_key,
 )
+from common.contract import load_job
 from config import Settings
 from tests.audio import write_tone_wav
+from tests.fakes import jobs_queue, queued_jobs
 from tests.unit.conftest import uploads_left
 
 
@@ -51,7 +53,7 @@ def test_same_key_and_file_returns_the_first_job(
     assert again.json()["job_id"] == first.json()["job_id"]
     assert again.headers["idempotent-replayed"] == "true"
     assert again.headers["location"] == f"/status/{first.json()['job_id']}"
-    assert queue.count == 1
+    assert queued_jobs(queue) == 1
     assert len(uploads_left(settings)) == 1
 
 
@@ -63,7 +65,7 @@ def test_same_key_with_another_file_is_409_and_changes_nothing(
     assert clash.status_code == 409
     assert "different file" in clash.json()["detail"]
     assert first.json()["job_id"] in clash.json()["detail"]
-    assert queue.count == 1
+    assert queued_jobs(queue) == 1
     assert len(uploads_left(settings)) == 1
 
 
@@ -79,7 +81,7 @@ def test_without_a_key_each_upload_is_a_job(
 ) -> None:
     ids = {post(client, tone_wav, None).json()["job_id"] for _ in range(2)}
     assert len(ids) == 2
-    assert queue.count == 2
+    assert queued_jobs(queue) == 2
 
 
 def test_a_refused_upload_does_not_use_up_its_key(
@@ -90,7 +92,7 @@ def test_a_refused_upload_does_not_use_up_its_key(
     assert post(client, garbage, "order-20").status_code == 415
     accepted = post(client, tone_wav, "order-20")
     assert accepted.status_code == 200
-    assert queue.count == 1
+    assert queued_jobs(queue) == 1
 
 
 def test_a_key_still_being_handled_is_409_with_retry_after(
@@ -130,16 +132,16 @@ def test_looking_up_a_job_being_enqueued_leaves_it_on_the_queue(
     being_enqueued = "00000000-0000-4000-8000-00000000beef"
     record.update(state="pending", job_id=being_enqueued)
     redis.set(key, json.dumps(record))
-    queue.push_job_id(being_enqueued)
+    jobs_queue(queue).push_job_id(being_enqueued)
     assert post(client, tone_wav, "order-24").status_code == 409
-    assert being_enqueued in queue.get_job_ids()
+    assert being_enqueued in jobs_queue(queue).get_job_ids()
 
 
 def test_a_key_whose_job_expired_makes_a_new_job(
     client: TestClient, tone_wav: Path, queue: Queue
 ) -> None:
     first = post(client, tone_wav, "order-22").json()["job_id"]
-    queue.fetch_job(first).delete()  # type: ignore[union-attr]
+    load_job(queue, first).delete()  # type: ignore[union-attr]
     second = post(client, tone_wav, "order-22")
     assert second.status_code == 200
     assert second.json()["job_id"] != first

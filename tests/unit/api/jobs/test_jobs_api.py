@@ -14,10 +14,10 @@ from rq.job import Job
 from rq.job import JobStatus as RQStatus
 
 from common.cancellation import cancel_requested
-from common.contract import Keys, StageProgress, meta_of, store_meta
+from common.contract import Keys, StageProgress, load_job, meta_of, store_meta
 from common.job_status import describe_job
 from config import Settings
-from tests.fakes import enqueue_path
+from tests.fakes import enqueue_path, jobs_queue
 from tests.unit.conftest import uploads_left
 
 
@@ -74,7 +74,7 @@ def test_new_jobs_do_not_shift_a_cursor(
 
 def test_status_filter(client: TestClient, queue: Queue, settings: Settings) -> None:
     ids = submit_many(queue, settings, 4)
-    failed = queue.fetch_job(ids[1])
+    failed = load_job(queue, ids[1])
     assert failed is not None
     failed.set_status(RQStatus.FAILED)
     assert client.delete(f"/jobs/{ids[2]}").status_code == 200
@@ -132,7 +132,7 @@ def test_running_job_shows_an_eta_from_its_stage_progress(queue: Queue, settings
     meta = meta_of(job)
     meta.progress = StageProgress(stage="transcribing", percent=25.0, stage_started_at=1000.0)
     store_meta(job, meta)
-    fetched = queue.fetch_job(job.id)
+    fetched = load_job(queue, job.id)
     assert fetched is not None
     status = describe_job(fetched, now=1010.0)
     assert status.eta_s == pytest.approx(30.0)
@@ -152,7 +152,7 @@ def test_cancel_a_queued_job(client: TestClient, queue: Queue, settings: Setting
     assert body["status"] == "canceled"
     assert body["queue_position"] is None
     assert uploads_left(settings) == []
-    assert job.id not in queue.job_ids
+    assert job.id not in jobs_queue(queue).job_ids
     assert client.get(f"/status/{job.id}").json()["status"] == "canceled"
     assert 0 < queue.connection.ttl(job.key) <= settings.failure_ttl_s
     assert client.delete(f"/jobs/{job.id}").status_code == 204  # ended now: erased

@@ -19,7 +19,7 @@ from api.http.deps import get_job_waiter, get_queue
 from api.jobs.long_poll import JobEndWaiter
 from common.contract import Keys
 from config import Settings
-from tests.fakes import enqueue_audio, work
+from tests.fakes import enqueue_audio, jobs_queue, work
 from worker.maintenance import run_maintenance
 from worker.rq_worker import TranscriptionWorker
 from worker.runtime import Runtime
@@ -130,11 +130,12 @@ def test_abandoned_job_is_announced_only_once_it_fails_for_good(
     signal = Keys(queue.name).ended(job_id)
     for attempt in range(worker_settings.job_retries + 1):
         doomed = TranscriptionWorker(
-            [queue], connection=queue.connection, serializer=queue.serializer,
-            runtime=runtime,
+            [jobs_queue(queue), queue], connection=queue.connection,
+            serializer=queue.serializer, runtime=runtime,
         )  # fmt: skip
-        dequeued = queue.dequeue_any(
-            [queue], None, connection=queue.connection, serializer=queue.serializer
+        jobs = jobs_queue(queue)
+        dequeued = jobs.dequeue_any(
+            [jobs], None, connection=queue.connection, serializer=queue.serializer
         )
         assert dequeued is not None, f"attempt {attempt}: the job was not requeued"
         doomed.prepare_execution(dequeued[0])

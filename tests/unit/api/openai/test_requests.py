@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from fastapi.exceptions import RequestValidationError
 
+from api.errors import InvalidField
 from api.openai.errors import OpenAIError
 from api.openai.requests import ResponseFormat, job_fields, parse_form
 from common.catalog import EngineName
@@ -82,3 +83,33 @@ def test_an_unknown_model_is_openais_404() -> None:
     with pytest.raises(OpenAIError) as refused:
         job_fields(form, Task.TRANSCRIBE, Settings())
     assert (refused.value.status_code, refused.value.code) == (404, "model_not_found")
+
+
+def test_speaker_options_reach_the_job() -> None:
+    form = parse_form(
+        {"model": "whisper-1", "diarize": "true", "num_speakers": "2"}, {}, Task.TRANSCRIBE
+    )
+    fields = job_fields(form, Task.TRANSCRIBE, Settings())
+    assert (fields.diarize, fields.num_speakers, fields.min_speakers) == (True, 2, None)
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"diarize": "true", "num_speakers": "0"}, "num_speakers"),
+        ({"num_speakers": "2"}, "num_speakers"),
+        ({"diarize": "true", "min_speakers": "3", "max_speakers": "2"}, "min_speakers"),
+        ({"diarize": "true", "num_speakers": "2", "max_speakers": "2"}, "num_speakers"),
+    ],
+)
+def test_bad_speaker_options_name_the_field(fields: dict[str, str], param: str) -> None:
+    form = parse_form({"model": "whisper-1", **fields}, {}, Task.TRANSCRIBE)
+    with pytest.raises(InvalidField) as refused:
+        job_fields(form, Task.TRANSCRIBE, Settings())
+    assert refused.value.field == param
+
+
+def test_an_unreadable_speaker_count_is_refused_with_its_name() -> None:
+    with pytest.raises(RequestValidationError) as refused:
+        parse_form({"model": "whisper-1", "num_speakers": "two"}, {}, Task.TRANSCRIBE)
+    assert refused.value.errors()[0]["loc"][-1] == "num_speakers"

@@ -62,6 +62,21 @@ def test_verbose_json_fills_what_the_engine_did_not_report() -> None:
     }
 
 
+def test_verbose_json_names_the_speakers_of_a_diarized_transcript() -> None:
+    diarized = transcript()
+    diarized.segments[0].speaker = "SPEAKER_01"
+    for word in diarized.segments[0].words:
+        word.speaker = "SPEAKER_01"
+    form = parse_form(
+        {"model": "whisper-1", "response_format": "verbose_json", "diarize": "true"},
+        {"timestamp_granularities[]": ["word", "segment"]},
+        Task.TRANSCRIBE,
+    )
+    body = verbose_body(diarized, form, Task.TRANSCRIBE)
+    assert body["segments"][0]["speaker"] == "SPEAKER_01"
+    assert [word["speaker"] for word in body["words"]] == ["SPEAKER_01", "SPEAKER_01"]
+
+
 def test_text_srt_and_vtt_are_plain_text() -> None:
     for fmt, start in (("text", "Ask not."), ("srt", "1\n00:00:00,500"), ("vtt", "WEBVTT")):
         form = parse_form({"model": "whisper-1", "response_format": fmt}, {}, Task.TRANSCRIBE)
