@@ -107,3 +107,39 @@ def test_whisperx_srt_of_jfk_is_readable(client: httpx.Client, tmp_path: Path) -
         assert len(list(srt.parse(read.stdout.decode()))) == (
             len(cues) if fmt == "srt" else len(captions)
         )
+
+
+def test_a_diarized_job_labels_its_cues_and_has_rttm(client: httpx.Client, tmp_path: Path) -> None:
+    """Two speakers taking turns, diarized by the bundled backend: the srt's cues carry their
+    labels and change with the speaker, vtt has voices, tsv a speaker column, and rttm their
+    turns as pyannote reads them."""
+    from pyannote.database.util import load_rttm
+
+    from tests.speaker_audio import stereo_in_turns
+
+    audio = stereo_in_turns(repeats=2).write_wav(tmp_path / "turns.wav")
+    job_id = submit(client, audio, "whisperx", diarize="true")
+    status = wait_for_job(client, job_id, timeout_s=300)
+    assert status["status"] == "finished", status["error"]
+    speakers = set(status["result"]["speakers"])
+    assert len(speakers) == 2
+
+    def fetch(fmt: str) -> str:
+        response = client.get(f"/result/{job_id}", params={"format": fmt})
+        assert response.status_code == 200, response.text
+        return response.text
+
+    cues = list(srt.parse(fetch("srt")))
+    labels = [cue.content.split("] ", 1)[0].removeprefix("[") for cue in cues]
+    assert set(labels) == speakers
+    assert all(len(line) <= 42 for cue in cues for line in cue.content.split("\n"))
+    voices = {caption.voice for caption in webvtt.from_string(fetch("vtt"), strict=True).captions}
+    assert voices == speakers
+    header, *rows = fetch("tsv").splitlines()
+    assert header == "start\tend\tspeaker\ttext"
+    assert {row.split("\t")[2] for row in rows} <= speakers | {""}
+    path = tmp_path / "turns.rttm"
+    path.write_text(fetch("rttm"))
+    annotation = load_rttm(path)[job_id]
+    assert set(annotation.labels()) <= speakers
+    assert annotation.get_timeline().duration() > 5.0
