@@ -59,11 +59,13 @@ def verbose_segment(segment: Segment, temperature: float) -> dict[str, Any]:
 
 
 def verbose_body(transcript: Transcript, form: AudioForm, task: Task) -> dict[str, Any]:
-    """verbose_json: task, language (its name), duration, text, then segments and words as
+    """verbose_json: task, language (its name; for a translation the output's, `english`, as
+    OpenAI's API reference has it), duration, text, then segments and words as
     `timestamp_granularities[]` asks (segments when it names none), and usage."""
+    language = "en" if task is Task.TRANSLATE else transcript.language
     body: dict[str, Any] = {
         "task": task.value,
-        "language": LANGUAGE_NAMES.get(transcript.language, transcript.language),
+        "language": LANGUAGE_NAMES.get(language, language),
         "duration": transcript.duration,
         "text": transcript.text,
     }

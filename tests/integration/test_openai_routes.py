@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import io
+import subprocess
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import openai
@@ -171,6 +173,31 @@ def test_bad_requests_are_openai_errors_naming_the_field(client: openai.OpenAI) 
     assert isinstance(body, dict)
     assert set(body) == {"message", "type", "param", "code"}
     assert body["type"] == "invalid_request_error"
+
+
+@pytest.fixture(scope="module")
+def german(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """12 s of multilingual.mp3's German half (its first sentence, from 30 s)."""
+    clip = tmp_path_factory.mktemp("openai") / "german.wav"
+    cut = ["-ss", "30", "-t", "12", "-i", str(MULTILINGUAL), "-ac", "1", "-ar", "16000"]
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", *cut, str(clip)], check=True, timeout=60)
+    return clip
+
+
+@pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")
+def test_translations_give_english_from_german_on_the_multilingual_base(
+    client: openai.OpenAI, german: Path
+) -> None:
+    with german.open("rb") as audio:
+        translated = client.audio.translations.create(
+            model="whisperx/base", file=audio, response_format="verbose_json", timeout=600
+        )
+    assert translated.task == "translate"  # type: ignore[attr-defined]
+    assert translated.language == "english"  # type: ignore[attr-defined]
+    words = set(normalize(translated.text).split())
+    assert "software" in words, translated.text
+    assert len({"the", "and", "of", "with"} & words) >= 2, translated.text
+    assert not {"der", "die", "und", "diese"} & words, translated.text
 
 
 def test_keys_are_checked_like_on_every_other_route(keyed_service: Service) -> None:

@@ -84,3 +84,13 @@ def test_text_srt_and_vtt_are_plain_text() -> None:
         assert bytes(response.body).decode().startswith(start)
         assert response.media_type is not None
         assert not response.media_type.startswith("application/json")
+
+
+def test_a_translations_verbose_json_names_its_output_language() -> None:
+    german = transcript().model_copy(update={"language": "de"})
+    form = parse_form(
+        {"model": "whisperx/base", "response_format": "verbose_json"}, {}, Task.TRANSLATE
+    )
+    body = verbose_body(german, form, Task.TRANSLATE)
+    assert (body["task"], body["language"]) == ("translate", "english")
+    assert verbose_body(german, form, Task.TRANSCRIBE)["language"] == "german"
