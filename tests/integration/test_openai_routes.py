@@ -193,7 +193,7 @@ def test_translations_give_english_from_german_on_the_multilingual_base(
             model="whisperx/base", file=audio, response_format="verbose_json", timeout=600
         )
     assert translated.task == "translate"  # type: ignore[attr-defined]
-    assert translated.language == "english"  # type: ignore[attr-defined]
+    assert translated.language == "english"
     words = set(normalize(translated.text).split())
     assert "software" in words, translated.text
     assert len({"the", "and", "of", "with"} & words) >= 2, translated.text
