@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 import struct
+import subprocess
 import wave
 from pathlib import Path
 
@@ -12,6 +13,18 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 JFK = SHARED_DATA / "jfk.flac"
 JFK_PHRASE = "ask not what your country can do for you"
+MULTILINGUAL = SHARED_DATA / "multilingual.mp3"
+GERMAN_WORDS = {"der", "die", "und", "diese"}
+"""Words the German half of multilingual.mp3 holds and an English text does not."""
+ENGLISH_WORDS = {"the", "and", "of", "with"}
+
+
+def write_german_clip(folder: Path) -> Path:
+    """12 s of multilingual.mp3's German half (its first sentence, from 30 s), 16 kHz mono WAV."""
+    clip = folder / "german.wav"
+    cut = ["-ss", "30", "-t", "12", "-i", str(MULTILINGUAL), "-ac", "1", "-ar", "16000"]
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", *cut, str(clip)], check=True, timeout=60)
+    return clip
 
 
 def write_tone_wav(path: Path, seconds: float = 1.0, rate: int = 16_000) -> Path:

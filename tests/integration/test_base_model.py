@@ -3,30 +3,21 @@ probability and transcribed, and translated to English, with no network."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.audio import SHARED_DATA, normalize
+from tests.audio import ENGLISH_WORDS, GERMAN_WORDS, normalize, write_german_clip
 from tests.services import submit, wait_for_job
 
 pytestmark = pytest.mark.integration
 
-MULTILINGUAL = SHARED_DATA / "multilingual.mp3"
-GERMAN = {"der", "die", "und", "diese"}
-ENGLISH = {"the", "and", "of", "with"}
-
 
 @pytest.fixture(scope="module")
 def german(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """12 s of the German half of multilingual.mp3 (its first sentence, from 30 s)."""
-    clip = tmp_path_factory.mktemp("base") / "german.wav"
-    cut = ["-ss", "30", "-t", "12", "-i", str(MULTILINGUAL), "-ac", "1", "-ar", "16000"]
-    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", *cut, str(clip)], check=True, timeout=60)
-    return clip
+    return write_german_clip(tmp_path_factory.mktemp("base"))
 
 
 def finished(client: httpx.Client, audio: Path, engine: str, **fields: str) -> dict[str, Any]:
@@ -47,7 +38,7 @@ def test_base_detects_and_transcribes_german(
     assert result["language_probability"] > 0.9
     words = set(normalize(result["text"]).split())
     assert "software" in words
-    assert len(GERMAN & words) >= 3, result["text"]
+    assert len(GERMAN_WORDS & words) >= 3, result["text"]
     assert result["word_timing_source"] in ("cross-attention", "whisper-timestamped")
 
 
@@ -56,5 +47,5 @@ def test_base_translates_german_to_english(client: httpx.Client, german: Path) -
 
     words = set(normalize(result["text"]).split())
     assert "software" in words
-    assert len(ENGLISH & words) >= 2, result["text"]
-    assert not GERMAN & words, result["text"]
+    assert len(ENGLISH_WORDS & words) >= 2, result["text"]
+    assert not GERMAN_WORDS & words, result["text"]

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import io
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,12 +16,18 @@ import webvtt
 from redis import Redis
 
 from api.keys.store import KeyStore
-from tests.audio import JFK, JFK_PHRASE, SHARED_DATA, normalize
+from tests.audio import (
+    ENGLISH_WORDS,
+    GERMAN_WORDS,
+    JFK,
+    JFK_PHRASE,
+    MULTILINGUAL,
+    normalize,
+    write_german_clip,
+)
 from tests.services import Service
 
 pytestmark = pytest.mark.integration
-
-MULTILINGUAL = SHARED_DATA / "multilingual.mp3"
 
 
 def sdk(service: Service, api_key: str = "unused", **options: object) -> openai.OpenAI:
@@ -177,11 +182,7 @@ def test_bad_requests_are_openai_errors_naming_the_field(client: openai.OpenAI) 
 
 @pytest.fixture(scope="module")
 def german(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """12 s of multilingual.mp3's German half (its first sentence, from 30 s)."""
-    clip = tmp_path_factory.mktemp("openai") / "german.wav"
-    cut = ["-ss", "30", "-t", "12", "-i", str(MULTILINGUAL), "-ac", "1", "-ar", "16000"]
-    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", *cut, str(clip)], check=True, timeout=60)
-    return clip
+    return write_german_clip(tmp_path_factory.mktemp("openai"))
 
 
 @pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")
@@ -196,8 +197,8 @@ def test_translations_give_english_from_german_on_the_multilingual_base(
     assert translated.language == "english"
     words = set(normalize(translated.text).split())
     assert "software" in words, translated.text
-    assert len({"the", "and", "of", "with"} & words) >= 2, translated.text
-    assert not {"der", "die", "und", "diese"} & words, translated.text
+    assert len(ENGLISH_WORDS & words) >= 2, translated.text
+    assert not GERMAN_WORDS & words, translated.text
 
 
 def test_keys_are_checked_like_on_every_other_route(keyed_service: Service) -> None:
