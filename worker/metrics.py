@@ -49,7 +49,7 @@ TRANSCRIPTION = Histogram(
 )
 JOB_DURATION = Histogram(
     "transcribe_job_duration_seconds",
-    "A finished job on this worker, model load, decode and transcription together.",
+    "A finished job on this worker: model load, decode, transcription and any diarization.",
     LABELS,
     buckets=JOB_BUCKETS,
 )

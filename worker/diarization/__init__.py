@@ -6,8 +6,9 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
-from importlib import import_module
 from typing import TYPE_CHECKING, cast
+
+from worker.registry import resolve
 
 if TYPE_CHECKING:
     from worker.diarization.base import Diarizer, DiarizerContext, DiarizerFactory
@@ -30,14 +31,7 @@ BUNDLED = "resemblyzer"
 def resolve_diarizer(name: str, registry: dict[str, str] | None = None) -> DiarizerFactory:
     """The backend class registered under `name`, imported on first use."""
     table = DIARIZERS if registry is None else registry
-    try:
-        target = table[name]
-    except KeyError:
-        raise LookupError(
-            f"unknown diarization backend {name!r}; this worker has {', '.join(sorted(table))}"
-        ) from None
-    module_name, _, attribute = target.partition(":")
-    return cast("DiarizerFactory", getattr(import_module(module_name), attribute))
+    return cast("DiarizerFactory", resolve(table, name, "diarization backend"))
 
 
 @dataclass

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from importlib import import_module
 from typing import TYPE_CHECKING, cast
 
 from common.catalog import EngineName
+from worker.registry import resolve
 
 if TYPE_CHECKING:
     from worker.engines.base import EngineFactory
@@ -24,11 +24,4 @@ class UnknownEngineError(LookupError):
 def resolve_engine(name: str, registry: dict[str, str] | None = None) -> EngineFactory:
     """The engine class registered under `name`, imported on first use."""
     table = ENGINES if registry is None else registry
-    try:
-        target = table[name]
-    except KeyError:
-        raise UnknownEngineError(
-            f"unknown engine {name!r}; this worker has {', '.join(sorted(table))}"
-        ) from None
-    module_name, _, attribute = target.partition(":")
-    return cast("EngineFactory", getattr(import_module(module_name), attribute))
+    return cast("EngineFactory", resolve(table, name, "engine", UnknownEngineError))
