@@ -6,12 +6,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
 
-from redis.exceptions import RedisError
+from redis.exceptions import LockError, RedisError
+from redis.lock import Lock
 from rq import Queue
 from rq.job import Job
 from rq.worker_registration import clean_worker_registry
@@ -37,24 +37,40 @@ from worker.failures import record_failure
 
 log = logging.getLogger(__name__)
 
-MAINTENANCE_LOCK_TTL_S = 60
+MAINTENANCE_LOCK_TTL_S = 10
+"""How long the maintenance lock outlives a worker killed while holding it. A pass extends it
+at every queue, so a pass of any length keeps it; a dead holder delays the next pass (and so
+the recovery of the job it was running) by at most this long."""
 
 
 @contextlib.contextmanager
-def maintenance_lock(queue: Queue) -> Iterator[bool]:
+def maintenance_lock(queue: Queue) -> Iterator[Lock | None]:
     """Hold the service's maintenance lock (one for QUEUE_NAME and its route queues), if free;
-    yields whether this process holds it."""
-    key = Keys(queue.name).maintenance_lock
-    token = secrets.token_hex(8)
-    if not queue.connection.set(key, token, nx=True, ex=MAINTENANCE_LOCK_TTL_S):
-        yield False
+    yields the lock (extend it with `still_held` as the work goes on), or None when another
+    process holds it."""
+    lock = queue.connection.lock(
+        Keys(queue.name).maintenance_lock, timeout=MAINTENANCE_LOCK_TTL_S, blocking=False
+    )
+    if not lock.acquire(blocking=False):
+        yield None
         return
     try:
-        yield True
+        yield lock
     finally:
-        with contextlib.suppress(RedisError):
-            if queue.connection.get(key) == token.encode():
-                queue.connection.delete(key)
+        with contextlib.suppress(RedisError, LockError):
+            lock.release()  # LockError: it expired, and maybe another process holds it now
+
+
+def still_held(lock: Lock) -> bool:
+    """Extend `lock` to a full MAINTENANCE_LOCK_TTL_S; False when it expired meanwhile (a stall
+    longer than that), and another process may hold it: the pass must stop."""
+    try:
+        lock.reacquire()
+    except LockError:
+        log.warning("maintenance lock lost mid-pass (a stall over %d s); pass cut short",
+                    MAINTENANCE_LOCK_TTL_S)  # fmt: skip
+        return False
+    return True
 
 
 def requeue_stranded(queue: Queue, grace_s: float, now: float | None = None) -> list[str]:
@@ -155,13 +171,16 @@ def run_maintenance(
     back to their queue, fair turns fed, workers that died unannounced forgotten (so /health
     and routing stop counting them), and unrouted jobs routed.
 
-    A Redis lock keeps workers from handling the same abandoned job twice.
+    A Redis lock keeps workers from handling the same abandoned job twice; it expires
+    MAINTENANCE_LOCK_TTL_S after its holder dies.
     """
-    with maintenance_lock(queue) as held:
-        if not held:
+    with maintenance_lock(queue) as lock:
+        if lock is None:
             return
         with_jobs = family_queue_names(queue.connection, queue.name)
         for name in with_jobs:
+            if not still_held(lock):
+                return
             each = Queue(name, connection=queue.connection, serializer=queue.serializer)
             recover_abandoned(each, settings, now)
             requeue_stranded(each, stranded_grace_s, now)
@@ -169,7 +188,8 @@ def run_maintenance(
         served = service_queue_names(queue.connection, queue.name, settings.catalogue().routes())
         for name in served:  # also the pairs that never had a job: their servability
             clean_worker_registry(Queue(name, connection=queue.connection))
-        reroute_unrouted(queue)
+        if still_held(lock):
+            reroute_unrouted(queue)
 
 
 def start_maintenance_thread(

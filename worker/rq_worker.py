@@ -212,8 +212,8 @@ class TranscriptionWorker(SimpleWorker):
         """rq's periodic registry cleanup, under the maintenance thread's lock, so that the two
         never hand the same abandoned job to the retry logic twice."""
         for queue in self.queues:
-            with maintenance_lock(queue) as held:
-                if held:
+            with maintenance_lock(queue) as lock:
+                if lock is not None:
                     recover_abandoned(queue, self._settings)  # counted, before rq's cleanup
                     clean_registries(queue, self._exc_handlers)
                     clean_worker_registry(queue)

@@ -14,10 +14,17 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from rq import Queue
 from rq.job import JobStatus
 
-from common.contract import load_job
+from common.contract import Keys, load_job
 from config import Settings
 from tests.fakes import enqueue_path, fake_runtime, jobs_queue
-from worker.maintenance import maintenance_lock, requeue_stranded, run_maintenance, sweep_uploads
+from worker import maintenance
+from worker.maintenance import (
+    MAINTENANCE_LOCK_TTL_S,
+    maintenance_lock,
+    requeue_stranded,
+    run_maintenance,
+    sweep_uploads,
+)
 from worker.rq_worker import TranscriptionWorker
 
 HOUR_S = 3600.0
@@ -136,12 +143,64 @@ def test_rq_registry_cleanup_waits_for_the_maintenance_lock(
     registry = jobs.started_job_registry
     entries = cast("list[bytes]", redis.zrange(registry.key, 0, -1))
     redis.zadd(registry.key, dict.fromkeys(entries, 1))  # heartbeats long expired
-    with maintenance_lock(queue) as held:
-        assert held
+    with maintenance_lock(queue) as lock:
+        assert lock is not None
         worker.clean_registries()
         assert jobs.job_ids == []
     worker.clean_registries()
     assert jobs.job_ids == [job_id]
+
+
+def test_the_lock_of_a_worker_killed_mid_pass_expires_within_its_ttl(
+    queue: Queue, redis: fakeredis.FakeRedis
+) -> None:
+    """A worker killed in a pass (no release) must not hold off recovery for long."""
+    key = Keys(queue.name).maintenance_lock
+    dying = maintenance_lock(queue)
+    assert dying.__enter__() is not None  # ... and never exits
+    assert 0 < redis.pttl(key) <= MAINTENANCE_LOCK_TTL_S * 1000
+    with maintenance_lock(queue) as lock:
+        assert lock is None  # held until it expires
+    redis.delete(key)  # as its expiry does
+    with maintenance_lock(queue) as lock:
+        assert lock is not None
+
+
+def test_a_pass_extends_its_lock_at_every_queue(
+    queue: Queue, redis: fakeredis.FakeRedis, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    enqueue(queue, settings)  # a route queue beside QUEUE_NAME's own
+    key = Keys(queue.name).maintenance_lock
+    ttls_ms: list[int] = []
+
+    def slow_recover(*_: object) -> list[object]:
+        ttls_ms.append(redis.pttl(key))
+        redis.pexpire(key, 500)  # as if the queue took most of the lock's time
+        return []
+
+    monkeypatch.setattr(maintenance, "recover_abandoned", slow_recover)
+    run_maintenance(queue, settings)
+    assert len(ttls_ms) == 2
+    assert all(ttl > (MAINTENANCE_LOCK_TTL_S - 1) * 1000 for ttl in ttls_ms), ttls_ms
+    assert not redis.exists(key)  # released at the end
+
+
+def test_a_pass_that_lost_its_lock_stops_and_leaves_the_new_holders(
+    queue: Queue, redis: fakeredis.FakeRedis, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    enqueue(queue, settings)
+    key = Keys(queue.name).maintenance_lock
+    seen: list[str] = []
+
+    def stalled_recover(each: Queue, *_: object) -> list[object]:
+        seen.append(each.name)
+        redis.set(key, "another-worker")  # it expired during a stall; another worker took it
+        return []
+
+    monkeypatch.setattr(maintenance, "recover_abandoned", stalled_recover)
+    run_maintenance(queue, settings)
+    assert len(seen) == 1  # the second queue is left to the new holder
+    assert redis.get(key) == b"another-worker"
 
 
 def test_finishing_a_job_waits_out_a_short_redis_outage(
