@@ -23,6 +23,9 @@ Unloaded = Callable[[ModelSpec, str], None]
 class ModelCache:
     """At most `capacity` engines, least recently used evicted first; each loaded once.
 
+    `check` (optional) raises, before anything is evicted, for a spec whose load is known to
+    fail (a catalogue path that is not there), so a bad request costs no warm model.
+
     `pin` keeps an engine (preloading): it is evicted only when every engine is pinned, and
     never for being idle. `unload_idle` lets go of engines no job has used for a while, but
     never while a job runs (`job`): the job may be using one.
@@ -34,8 +37,10 @@ class ModelCache:
         capacity: int,
         on_unload: Unloaded | None = None,
         release: Callable[[], None] | None = None,
+        check: Callable[[ModelSpec], None] | None = None,
     ) -> None:
         self._loader = loader
+        self._check = check
         self._capacity = capacity
         self._on_unload = on_unload
         self._release = release or gc.collect
@@ -57,6 +62,8 @@ class ModelCache:
             if engine is not None:
                 self._engines.move_to_end(spec)
                 return engine, 0.0
+            if self._check is not None:
+                self._check(spec)  # a load bound to fail unloads nothing warm
             while len(self._engines) >= self._capacity:
                 unpinned = [each for each in self._engines if each not in self._pinned]
                 evicted = unpinned[0] if unpinned else next(iter(self._engines))

@@ -15,7 +15,7 @@ from worker.cache import ModelCache
 from worker.diarization import DiarizerSlot
 from worker.diarization.base import DiarizerContext
 from worker.engines import resolve_engine
-from worker.engines.base import Engine, LoadContext, ModelSpec
+from worker.engines.base import Engine, LoadContext, ModelSpec, check_local_source
 from worker.models import cpu_threads, release_memory, resolve_compute_type, resolve_device
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ class Runtime:
             self.settings.max_loaded_models,
             on_unload=metrics.model_unloaded,
             release=functools.partial(release_memory, self.device),
+            check=check_local_source,
         )
         token = self.settings.hf_token
         context = DiarizerContext(

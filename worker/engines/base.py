@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -49,6 +50,18 @@ class ModelSpec:
 def is_local_source(source: str) -> bool:
     """Whether a catalogue source names a path on this machine rather than a hub id."""
     return source.startswith(("/", "./", "../", "~"))
+
+
+def check_local_source(spec: ModelSpec) -> None:
+    """Raise ModelLoadError when the catalogue names a path for `spec` that is not on this
+    machine (checked before a load unloads anything to make room)."""
+    if spec.source is None or not is_local_source(spec.source):
+        return
+    if not Path(spec.source).expanduser().exists():
+        raise ModelLoadError(
+            f"{spec.engine} could not load model {spec.model!r}: its catalogue source "
+            f"{spec.source} does not exist"
+        )
 
 
 @dataclass(frozen=True)

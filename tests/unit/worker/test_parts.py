@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from api.jobs.queue import job_timeout_s
 from config import Settings
 from worker.cache import ModelCache
-from worker.engines.base import Engine, ModelSpec
+from worker.engines.base import Engine, ModelLoadError, ModelSpec, check_local_source
 from worker.engines.mapping import RawWord, build_segment
 
 
@@ -81,3 +83,16 @@ def test_segment_words_are_monotonic_and_inside_the_audio() -> None:
 def test_job_timeout_has_floor_allowance_and_ceiling(duration: float | None, expected: int) -> None:
     settings = Settings()
     assert job_timeout_s(settings, duration) == min(expected, settings.job_timeout_max_s)
+
+
+def test_a_load_bound_to_fail_unloads_nothing_warm(tmp_path: Path) -> None:
+    """A catalogue entry whose directory is gone must not cost the worker its warm model."""
+    cache = ModelCache(lambda wanted: Loaded(wanted), capacity=1, check=check_local_source)  # type: ignore[arg-type, return-value]
+    cache.get(spec("warm"))
+    missing = ModelSpec("whisperx", "fine-tune", "cpu", "int8", source=str(tmp_path / "gone"))
+    with pytest.raises(ModelLoadError, match=r"catalogue source .*gone does not exist"):
+        cache.get(missing)
+    assert cache.loaded() == [spec("warm")]
+    present = ModelSpec("whisperx", "fine-tune", "cpu", "int8", source=str(tmp_path))
+    cache.get(present)  # a path that is there loads, evicting the least recently used
+    assert cache.loaded() == [present]
