@@ -409,10 +409,13 @@ def distinct_free_ports(count: int) -> list[int]:
 # --- Redis with Sentinel: a master, two replicas, three Sentinels ----------------------------
 
 SENTINEL_MASTER = "transcribe"
-DOWN_AFTER_MS = 1000
+DOWN_AFTER_MS = 2500
 FAILOVER_TIMEOUT_MS = 2000
-"""Short, so that a failover takes a couple of seconds in tests (production: see the compose
-override's values)."""
+"""Short, so that a failover takes a few seconds in tests (production: see the compose
+override's values). Not 1000: a Sentinel pings each node once a second, and a freshly promoted
+master it has not pinged yet (at most a second after the switch) then looked down at once, so
+under load the Sentinels failed the new master over too, deposing a live master that workers
+still held connections to (jobs ran on both)."""
 
 
 def redis_node_command(port: int, data: Path, replica_of: int | None = None) -> list[str]:
