@@ -156,7 +156,18 @@ class Settings(BaseSettings):
         gt=0,
         description=(
             "An upload no job refers to, or an interrupted one, is removed once untouched this "
-            "long, seconds; an ended job's upload goes at once."
+            "long, seconds; an ended job's upload goes at once (but see "
+            "UPLOAD_KEEP_AFTER_END_S)."
+        ),
+    )
+    upload_keep_after_end_s: float = Field(
+        default=60.0,
+        ge=0,
+        description=(
+            "With REDIS_MIN_REPLICAS above 0 (Redis behind Sentinel): an ended job's upload is "
+            "kept this long, seconds, then the sweep removes it, so that a failover that rolls "
+            "the end back (a deposed master still taking writes) reruns the job with its audio. "
+            "0 removes it at the end, once the end is on the replicas."
         ),
     )
 

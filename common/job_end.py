@@ -45,17 +45,29 @@ def end_job(job: Job, settings: Settings) -> bool:
     return True
 
 
+def keeps_upload_after_end(settings: Settings) -> bool:
+    """Whether an ended job's upload waits UPLOAD_KEEP_AFTER_END_S for the sweep (Redis can
+    fail over) rather than going at the job's end."""
+    return settings.redis_min_replicas > 0 and settings.upload_keep_after_end_s > 0
+
+
 def delete_upload(job: Job, settings: Settings, *, once_replicated: bool = True) -> None:
     """Remove the job's upload: the file in UPLOAD_DIR or the object under S3_PREFIX in
     S3_BUCKET, never anything elsewhere, nor a client's own object (s3:// input).
 
     With `once_replicated` it waits for the job's end to reach REDIS_MIN_REPLICAS replicas
     first, and otherwise leaves the upload to the sweep: a failover that loses the end runs the
-    job again, and it still needs its audio then. Errors of the store are logged; the sweep
+    job again, and it still needs its audio then. Where a failover can happen at all
+    (REDIS_MIN_REPLICAS above 0), the upload is left to the sweep for UPLOAD_KEEP_AFTER_END_S
+    anyway: a replica that acknowledged the end may still be resynced from another one, promoted
+    while this master took writes, and lose it. Errors of the store are logged; the sweep
     removes what is left.
     """
     request = request_of(job)
     if request is None or request.keep_audio:
+        return
+    if once_replicated and keeps_upload_after_end(settings):
+        log.debug("job %s ended; the sweep removes its upload after the grace", job.id)
         return
     if once_replicated:
         try:

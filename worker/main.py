@@ -98,6 +98,17 @@ def work_until_stopped(queues: list[Queue], runtime: Runtime) -> None:
             signal.signal(signum, lambda _signum, _frame: stopping.set())
         log.warning("the worker loop ended without a stop request; restarting once Redis answers")
         wait_for_redis(connection, stopping)
+        forget(worker)
+
+
+def forget(worker: TranscriptionWorker) -> None:
+    """Unregister an rq worker whose loop ended on a Redis failure: it could not say so then,
+    and a registration that outlived it (or came back with a failover) would count one worker
+    too many in /health and routing until its key expired (minutes)."""
+    try:
+        worker.register_death()  # type: ignore[no-untyped-call]
+    except RedisError as error:
+        log.warning("could not unregister the previous worker loop %s: %s", worker.name, error)
 
 
 def wait_for_redis(connection: Redis, stopping: threading.Event) -> None:

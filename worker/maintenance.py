@@ -9,6 +9,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 
 from redis.exceptions import LockError, RedisError
 from redis.lock import Lock
@@ -27,7 +28,7 @@ from common.contract import (
     route_queue_name,
 )
 from common.fairness import feed
-from common.job_end import end_job
+from common.job_end import end_job, keeps_upload_after_end
 from common.redis_conn import replicas_hold
 from common.routing import QUEUES_KEY, family_queue_names, service_queue_names
 from common.storage import Listed, StorageUnavailable, storage_of
@@ -224,12 +225,18 @@ def start_maintenance_thread(
     return thread
 
 
-def _job_status(queue: Queue, job_id: str) -> str | None:
-    """The job's rq status, "" while its hash is being written, None when there is none."""
-    raw = queue.connection.hget(Job.key_for(job_id), "status")
+def _job_status(queue: Queue, job_id: str) -> tuple[str | None, float | None]:
+    """The job's rq status ("" while its hash is being written, None when there is none) and
+    when it ended (a Unix time; None when rq recorded no end)."""
+    raw, ended_raw = queue.connection.hmget(Job.key_for(job_id), ["status", "ended_at"])
+    ended_at: float | None = None
+    if ended_raw:
+        text = ended_raw.decode() if isinstance(ended_raw, bytes) else str(ended_raw)
+        with contextlib.suppress(ValueError):
+            ended_at = datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
     if raw is None:
-        return None if not queue.connection.exists(Job.key_for(job_id)) else ""
-    return raw.decode() if isinstance(raw, bytes) else str(raw)
+        return (None if not queue.connection.exists(Job.key_for(job_id)) else ""), ended_at
+    return (raw.decode() if isinstance(raw, bytes) else str(raw)), ended_at
 
 
 def sweep_uploads(queue: Queue, settings: Settings, now: float | None = None) -> list[str]:
@@ -237,7 +244,9 @@ def sweep_uploads(queue: Queue, settings: Settings, now: float | None = None) ->
     the locations (paths or keys) removed.
 
     - an upload named after a job that has ended (finished, failed, stopped, canceled): at once,
-      once that end is on REDIS_MIN_REPLICAS replicas (else at a later pass);
+      once that end is on REDIS_MIN_REPLICAS replicas (else at a later pass); with
+      REDIS_MIN_REPLICAS above 0, only once the job ended UPLOAD_KEEP_AFTER_END_S ago (by rq's
+      `ended_at`, else the upload's own time), in case a failover rolls that end back;
     - named after a job that does not exist (expired, or never enqueued): once untouched for
       UPLOAD_ORPHAN_AGE_S (the API commits an upload a moment before it enqueues its job);
     - an upload still being received, or cut off mid-way (a `.incoming-*` file, an unfinished
@@ -248,6 +257,7 @@ def sweep_uploads(queue: Queue, settings: Settings, now: float | None = None) ->
     """
     moment = time.time() if now is None else now
     orphan_age_s = settings.upload_orphan_age_s
+    keep_s = settings.upload_keep_after_end_s if keeps_upload_after_end(settings) else 0.0
     store = storage_of(settings).uploads
     orphans: list[Listed] = []
     ended: list[Listed] = []
@@ -257,13 +267,14 @@ def sweep_uploads(queue: Queue, settings: Settings, now: float | None = None) ->
             if idle_s > orphan_age_s:
                 orphans.append(listed)
             continue
-        status = _job_status(queue, listed.job_id)
+        status, ended_at = _job_status(queue, listed.job_id)
         if status is None:
             if idle_s > orphan_age_s:
                 orphans.append(listed)
         else:
             public = public_status_of(status)
-            if public is not None and public not in LIVE:
+            since_end_s = moment - (listed.modified_at if ended_at is None else ended_at)
+            if public is not None and public not in LIVE and since_end_s >= keep_s:
                 ended.append(listed)
     if ended and not replicas_hold(queue.connection, settings, Keys(queue.name).replication_marker):
         ended = []  # a failover could still lose those ends, and rerun the jobs

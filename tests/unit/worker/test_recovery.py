@@ -5,19 +5,23 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import cast
 
 import fakeredis
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
-from rq import Queue
+from rq import Queue, Worker
 from rq.job import JobStatus
+from rq.utils import utcformat
 
 from common.contract import Keys, load_job
+from common.job_end import end_job
 from config import Settings
 from tests.fakes import enqueue_path, fake_runtime, jobs_queue
 from worker import maintenance
+from worker.main import forget
 from worker.maintenance import (
     MAINTENANCE_LOCK_TTL_S,
     maintenance_lock,
@@ -74,6 +78,45 @@ def test_sweeper_removes_what_no_live_job_needs(queue: Queue, settings: Settings
     assert sorted(swept) == sorted(str(path) for path in removed)
     assert all(path.exists() for path in kept)
     assert not any(path.exists() for path in removed)
+
+
+def test_behind_sentinel_an_ended_jobs_upload_outlasts_a_failover_that_rolls_its_end_back(
+    queue: Queue, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With REDIS_MIN_REPLICAS, a job's end does not delete its upload: the sweep does, once
+    the job ended UPLOAD_KEEP_AFTER_END_S ago. If a failover meanwhile rolls the job back to
+    started (its end was on a master that had been deposed), the rerun still has its audio."""
+    settings.redis_min_replicas = 1
+    settings.upload_keep_after_end_s = 60.0
+    monkeypatch.setattr(maintenance, "replicas_hold", lambda *_: True)
+    job_id = enqueue(queue, settings)
+    upload = upload_file(settings, f"{job_id}.wav")
+    job = load_job(queue, job_id)
+    assert job is not None
+    job.set_status(JobStatus.FINISHED)
+    ended = time.time()
+    job.connection.hset(job.key, "ended_at", utcformat(datetime.fromtimestamp(ended, UTC)))
+
+    end_job(job, settings)
+    assert upload.exists()  # not at the end
+    assert sweep_uploads(queue, settings, now=ended + 59) == []
+    job.set_status(JobStatus.STARTED)  # the failover rolled the end back: it runs again
+    assert sweep_uploads(queue, settings, now=ended + 61) == []
+    job.set_status(JobStatus.FINISHED)
+    assert sweep_uploads(queue, settings, now=ended + 61) == [str(upload)]
+    assert not upload.exists()
+
+
+def test_with_a_single_redis_an_ended_jobs_upload_goes_at_its_end(
+    queue: Queue, settings: Settings
+) -> None:
+    job_id = enqueue(queue, settings)
+    upload = upload_file(settings, f"{job_id}.wav")
+    job = load_job(queue, job_id)
+    assert job is not None
+    job.set_status(JobStatus.FAILED)
+    end_job(job, settings)
+    assert not upload.exists()
 
 
 def test_sweeper_tolerates_a_missing_folder(queue: Queue, settings: Settings) -> None:
@@ -231,3 +274,14 @@ def test_a_long_redis_outage_gives_up(
 
     with pytest.raises(RedisConnectionError):
         worker._outlast_redis_outage(record, "record a result")
+
+
+def test_a_worker_loop_that_ended_on_a_redis_failure_is_unregistered_before_the_next(
+    queue: Queue, redis: fakeredis.FakeRedis, settings: Settings
+) -> None:
+    """Its registration (replicated before a failover, say) must not count as a second worker."""
+    old = TranscriptionWorker([queue], connection=redis, runtime=fake_runtime(settings))
+    old.register_birth()  # type: ignore[no-untyped-call]
+    assert [each.name for each in Worker.all(queue=queue)] == [old.name]
+    forget(old)
+    assert Worker.all(queue=queue) == []
