@@ -9,12 +9,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 
 from redis.exceptions import LockError, RedisError
 from redis.lock import Lock
 from rq import Queue
 from rq.job import Job
+from rq.utils import as_text, str_to_date
 from rq.worker_registration import clean_worker_registry
 
 from common.catalog import Route
@@ -231,12 +231,11 @@ def _job_status(queue: Queue, job_id: str) -> tuple[str | None, float | None]:
     raw, ended_raw = queue.connection.hmget(Job.key_for(job_id), ["status", "ended_at"])
     ended_at: float | None = None
     if ended_raw:
-        text = ended_raw.decode() if isinstance(ended_raw, bytes) else str(ended_raw)
-        with contextlib.suppress(ValueError):
-            ended_at = datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
+        with contextlib.suppress(ValueError):  # not rq's format
+            ended_at = str_to_date(ended_raw).timestamp()
     if raw is None:
         return (None if not queue.connection.exists(Job.key_for(job_id)) else ""), ended_at
-    return (raw.decode() if isinstance(raw, bytes) else str(raw)), ended_at
+    return as_text(raw), ended_at
 
 
 def sweep_uploads(queue: Queue, settings: Settings, now: float | None = None) -> list[str]:
